@@ -1,0 +1,1 @@
+"""Training: state, partitioning, checkpoints, objectives and the one train loop."""
