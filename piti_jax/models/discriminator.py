@@ -1,0 +1,94 @@
+"""PatchGAN discriminator for the upsampler's adversarial loss (PITI_SPEC.md section 6).
+
+The pix2pix `NLayerDiscriminator` with the reference's settings: 4x4 convolutions with
+zero padding 1; the first conv has no norm; every later conv but the last is followed by
+InstanceNorm without affine parameters (eps 1e-5); LeakyReLU slope 0.2 after every conv but
+the last. Every conv has a bias. On a 256x256 input the output is a 30x30 map of logits
+(70x70 receptive field). Weights start from PyTorch's default conv initialisation (uniform
+in +-1/sqrt(fan_in)), as in the reference, which never re-initialises the discriminator.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+KERNEL_SIZE = 4
+PADDING = 1
+LEAKY_SLOPE = 0.2
+NORM_EPS = 1e-5
+CONV_FSDP_DIMS = (2, 3)  # (kh, kw, in, out): shard feature dimensions, never spatial taps
+
+
+def _torch_default_uniform(fan_in: int) -> nnx.Initializer:
+  """Initializer drawing U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's conv default."""
+  bound = 1.0 / math.sqrt(fan_in)
+
+  def init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+def _conv(in_channels: int, out_channels: int, stride: int, rngs: nnx.Rngs, dtype) -> nnx.Conv:
+  """4x4 conv with padding 1, bias, fsdp metadata on the kernel."""
+  fan_in = in_channels * KERNEL_SIZE * KERNEL_SIZE
+  init = _torch_default_uniform(fan_in)
+  return nnx.Conv(
+      in_channels,
+      out_channels,
+      kernel_size=(KERNEL_SIZE, KERNEL_SIZE),
+      strides=stride,
+      padding=((PADDING, PADDING), (PADDING, PADDING)),
+      kernel_init=init,
+      bias_init=init,
+      kernel_metadata={"fsdp_dims": CONV_FSDP_DIMS},
+      dtype=dtype,
+      rngs=rngs,
+  )
+
+
+def instance_norm(x: jax.Array, eps: float = NORM_EPS) -> jax.Array:
+  """Per-sample, per-channel normalisation over H and W, no affine, computed in float32.
+
+  Args:
+    x: (B, H, W, C) array of any float dtype.
+  Returns:
+    (B, H, W, C) array of x's dtype.
+  """
+  x32 = x.astype(jnp.float32)
+  mean = jnp.mean(x32, axis=(1, 2), keepdims=True)
+  var = jnp.mean(jnp.square(x32 - mean), axis=(1, 2), keepdims=True)
+  return ((x32 - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
+
+
+class PatchDiscriminator(nnx.Module):
+  """pix2pix NLayer PatchGAN: (B, H, W, in_channels) images -> (B, h, w, 1) logits.
+
+  With n_layers=3 the widths are ndf, 2ndf, 4ndf (stride 2), then 8ndf and 1 (stride 1);
+  the width multiplier is capped at 8 as in pix2pix.
+  """
+
+  def __init__(self, in_channels: int = 3, ndf: int = 64, n_layers: int = 3, *, rngs: nnx.Rngs,
+               dtype=jnp.float32):
+    widths = [ndf * min(2**n, 8) for n in range(n_layers + 1)]
+    self.first = _conv(in_channels, widths[0], 2, rngs, dtype)
+    self.normed = nnx.List([
+        _conv(widths[n - 1], widths[n], 2 if n < n_layers else 1, rngs, dtype)
+        for n in range(1, n_layers + 1)
+    ])
+    self.last = _conv(widths[-1], 1, 1, rngs, dtype)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Logits for each patch.
+
+    Args:
+      x: (B, H, W, in_channels) float images, normally in [-1, 1].
+    Returns:
+      (B, h, w, 1) logits in the compute dtype; h = H/8 - 2 for n_layers=3 (30 for 256).
+    """
+    h = nnx.leaky_relu(self.first(x), LEAKY_SLOPE)
+    for conv in self.normed:
+      h = nnx.leaky_relu(instance_norm(conv(h)), LEAKY_SLOPE)
+    return self.last(h)
