@@ -1,0 +1,1 @@
+"""Import of PyTorch GLIDE/PITI checkpoints and pretrained weights (see `__main__` for the CLI)."""
