@@ -1,0 +1,1 @@
+"""tfds dataset builders; every one prepares to ArrayRecord and never downloads anything."""
