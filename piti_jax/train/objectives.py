@@ -1,0 +1,132 @@
+"""Per-example training objectives: the diffusion loss, plus perceptual and adversarial terms.
+
+A batch is a dict of global arrays (see the data contract): "image" (B, H, W, 3) in
+[-1, 1], and either "condition" (B, 256, 256, Cin) for PITI or "tokens"/"token_mask"
+(B, L) for text-to-image; upsamplers also get "low_res" (B, h, w, 3).
+
+The upsampler objective (PITI_SPEC.md section 6) adds, from `adversarial_start` on,
+0.004 * VGG conv2_2 MSE and 0.01 * (-mean D(x0_hat)) on the clamped predicted clean image
+x0_hat at the sampled t; the PatchGAN critic is trained with WGAN-GP on the same x0_hat.
+"""
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from piti_jax.diffusion.gaussian import GaussianDiffusion, mean_flat
+
+Batch = dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveConfig:
+  """Static settings of the loss.
+
+  uncond_p: probability of replacing a condition by the null condition (ones image, or
+    the empty caption) per example.
+  adversarial: add the perceptual and adversarial terms and train the discriminator.
+  adversarial_start: first step at which those terms are on.
+  perceptual_weight, adversarial_weight, gradient_penalty_weight: 0.004, 0.01, 10 in the reference.
+  """
+  uncond_p: float = 0.0
+  adversarial: bool = False
+  adversarial_start: int = 100
+  perceptual_weight: float = 0.004
+  adversarial_weight: float = 0.01
+  gradient_penalty_weight: float = 10.0
+
+
+def is_text_batch(batch: Batch) -> bool:
+  return "tokens" in batch
+
+
+def condition_of(batch: Batch) -> Any:
+  """The model's `cond` argument from a batch: an image (B, 256, 256, Cin) or a token dict."""
+  if is_text_batch(batch):
+    return {"tokens": batch["tokens"], "mask": batch["token_mask"]}
+  return batch["condition"]
+
+
+def null_condition(cond: Any) -> Any:
+  """The unconditional input: all-ones condition image, or the empty caption (no real token)."""
+  if isinstance(cond, dict):
+    return {"tokens": cond["tokens"], "mask": jnp.zeros_like(cond["mask"])}
+  return jnp.ones_like(cond)
+
+
+def drop_condition(cond: Any, key: jax.Array, uncond_p: float) -> Any:
+  """Replaces each example's condition by the null condition with probability `uncond_p`."""
+  if uncond_p <= 0:
+    return cond
+  batch_size = jax.tree.leaves(cond)[0].shape[0]
+  drop = jax.random.bernoulli(key, uncond_p, (batch_size,))
+  null = null_condition(cond)
+
+  def choose(real, empty):
+    return jnp.where(drop.reshape((-1,) + (1,) * (real.ndim - 1)), empty, real)
+
+  return jax.tree.map(choose, cond, null)
+
+
+def perceptual_distance(vgg: Callable[[jax.Array], jax.Array], fake: jax.Array, real: jax.Array) -> jax.Array:
+  """Per-example mean squared distance of VGG conv2_2 features, float32 (B,)."""
+  return mean_flat(jnp.square(vgg(fake).astype(jnp.float32) - vgg(real).astype(jnp.float32)))
+
+
+def generator_losses(model: nnx.Module, diffusion: GaussianDiffusion, batch: Batch, *, t: jax.Array,
+                     weights: jax.Array, noise: jax.Array, cond: Any, dropout_key: jax.Array, step: jax.Array,
+                     config: ObjectiveConfig, discriminator: nnx.Module | None = None,
+                     vgg: Callable[[jax.Array], jax.Array] | None = None,
+                     train: bool = True) -> dict[str, jax.Array]:
+  """Per-example losses of the diffusion model on one batch.
+
+  `train` turns dropout on (with `dropout_key`); validation passes False.
+
+  Returns a dict of float32 (B,): "loss" (the weighted total the optimizer minimises),
+  "diffusion" (mse + vb, unweighted; feeds the timestep sampler), "mse", "vb", and for
+  adversarial configs "perceptual" and "adversarial"; plus "fake" (B, H, W, 3), the clamped
+  x0 prediction, under stop_gradient.
+  """
+  x0 = batch["image"]
+  x_t = diffusion.q_sample(x0, t, noise)
+  output = model(x_t, diffusion.model_timesteps(t), cond, low_res=batch.get("low_res"), train=train,
+                 rngs=nnx.Rngs(dropout=dropout_key) if train else None)
+  terms = diffusion.training_losses(output.astype(jnp.float32), x0, x_t, t, noise)
+  total = terms["loss"]
+  losses = {"mse": terms["mse"], "vb": terms["vb"], "diffusion": terms["loss"]}
+  fake = jnp.clip(terms["pred_xstart"], -1.0, 1.0)
+  if config.adversarial:
+    on = (step >= config.adversarial_start).astype(jnp.float32)
+    losses["perceptual"] = perceptual_distance(vgg, fake, x0)
+    losses["adversarial"] = -mean_flat(discriminator(fake).astype(jnp.float32))
+    total = total + on * (config.perceptual_weight * losses["perceptual"]
+                          + config.adversarial_weight * losses["adversarial"])
+  losses["loss"] = weights * total
+  losses["fake"] = jax.lax.stop_gradient(fake)
+  return losses
+
+
+def discriminator_loss(discriminator: nnx.Module, real: jax.Array, fake: jax.Array, key: jax.Array,
+                       penalty_weight: float) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """WGAN-GP critic loss: mean D(fake) - mean D(real) + w * (||grad D(x_mix)||_2 - 1)^2.
+
+  x_mix = e * real + (1 - e) * fake with e ~ U(0, 1) per example; the gradient norm is
+  taken per example over all pixels and channels.
+  Returns (scalar loss, {"critic": mean D(real) - mean D(fake), "gradient_penalty": ...}).
+  """
+  e = jax.random.uniform(key, (real.shape[0], 1, 1, 1), real.dtype)
+  mixed = e * real + (1.0 - e) * fake
+
+  def critic_sum(x):
+    return jnp.sum(discriminator(x).astype(jnp.float32))
+
+  gradients = jax.grad(critic_sum)(mixed)
+  norms = jnp.sqrt(jnp.sum(jnp.square(gradients), axis=(1, 2, 3)) + 1e-12)
+  penalty = jnp.mean(jnp.square(norms - 1.0))
+  d_real = jnp.mean(discriminator(real).astype(jnp.float32))
+  d_fake = jnp.mean(discriminator(fake).astype(jnp.float32))
+  loss = d_fake - d_real + penalty_weight * penalty
+  return loss, {"critic": d_real - d_fake, "gradient_penalty": penalty}
