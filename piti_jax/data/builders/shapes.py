@@ -127,3 +127,9 @@ def make_shapes_builder(data_dir: str, *, train_size: int = 2000, val_size: int 
   config = ShapesConfig(name=name, train_size=train_size, val_size=val_size, seed=seed,
                         description=f"{train_size} train / {val_size} validation")
   return Shapes(data_dir=data_dir, config=config, file_format="array_record")
+
+
+def builder_from_config(config) -> Shapes:
+  """The `shapes` builder for a data config (fields data_dir, train_size, val_size, seed)."""
+  return make_shapes_builder(os.path.expanduser(config.data_dir), train_size=config.train_size,
+                             val_size=config.val_size, seed=config.seed)

@@ -1,0 +1,105 @@
+"""The data config schema (an ml_collections ConfigDict) shared by every job config."""
+
+import ml_collections
+
+from piti_jax.errors import PitiError
+
+DATASETS = ("shapes", "coco_stuff", "ade20k", "coco_sketch", "diode", "text_pairs")
+TASKS = ("mask", "sketch", "depth", "text")
+CONDITION_CHANNELS = {"mask": 3, "sketch": 1, "depth": 6}
+TEXT_FORMATS = ("tsv", "folder", "webdataset", "coco_captions")
+EDGE_DETECTORS = ("sobel", "hed")
+DEGRADATIONS = ("bsrgan_light", "bicubic")
+
+
+def default_data_config() -> ml_collections.ConfigDict:
+  """The data config with its defaults: the built-in `shapes` dataset, mask task, 64x64 base model.
+
+  Fields:
+    name: dataset, one of DATASETS.
+    task: "mask" | "sketch" | "depth" (condition image) or "text" (captions -> tokens).
+    data_dir: where prepared ArrayRecord datasets live (tfds layout: data_dir/<name>/<config>/<version>).
+    manual_dir: folder with the user's raw files for the real datasets (never downloaded).
+    prepare: build the dataset into data_dir when it is not prepared yet.
+    train_split, eval_split: split names.
+    image_size: side of the target image (64 for the base model, 256 for the upsampler).
+    load_size: side images and conditions are squash-resized to first (the reference uses 256).
+    condition_size: side of the condition image (the task encoder needs 256).
+    low_res_size: side of the degraded low-res input for the upsampler; 0 for no "low_res".
+    degradation: "bsrgan_light" (PITI's pipeline, L0 smoothing fixed) or "bicubic" (plain resize).
+    uncond_p: probability of replacing a condition by the null condition (all ones) or the tokens by
+      empty text, per example (training iterators only).
+    random_crop: resize the short side to load_size and crop a random square instead of squashing.
+    flip: random horizontal flip (p = 0.5) shared by image and condition (training iterators only).
+    num_workers: grain worker processes (0 = in the main process).
+    worker_buffer_size: batches each worker prepares ahead.
+    read_threads, prefetch_records: threads reading records from the data source and how many
+      records they read ahead.
+    on_bad_example: "skip" (count and leave out unreadable images while preparing) or "raise".
+    tokenizer: "bytes" (byte-level, no files) or a folder/file with GPT-2 BPE vocabulary
+      (encoder.json + vocab.bpe, or tokenizer.json).
+    max_text_len: token sequence length L (GLIDE uses 128).
+    train_size, val_size, seed: size and seed of the generated `shapes` dataset.
+    text_format: layout of the text_pairs source, one of TEXT_FORMATS.
+    edge_detector: coco_sketch edge detector, "sobel" (no weights) or "hed" (needs hed_weights).
+    hed_weights: PyTorch HED (BSDS) state-dict file for edge_detector="hed".
+  """
+  config = ml_collections.ConfigDict()
+  config.name = "shapes"
+  config.task = "mask"
+  config.data_dir = "~/tensorflow_datasets"
+  config.manual_dir = ""
+  config.prepare = True
+  config.train_split = "train"
+  config.eval_split = "validation"
+  config.image_size = 64
+  config.load_size = 256
+  config.condition_size = 256
+  config.low_res_size = 0
+  config.degradation = "bsrgan_light"
+  config.uncond_p = 0.0
+  config.random_crop = False
+  config.flip = True
+  config.num_workers = 0
+  config.worker_buffer_size = 2
+  config.read_threads = 4
+  config.prefetch_records = 64
+  config.on_bad_example = "skip"
+  config.tokenizer = "bytes"
+  config.max_text_len = 128
+  config.train_size = 2000
+  config.val_size = 200
+  config.seed = 0
+  config.text_format = "tsv"
+  config.edge_detector = "sobel"
+  config.hed_weights = ""
+  return config
+
+
+def check_data_config(config: ml_collections.ConfigDict) -> None:
+  """Raises PitiError for an inconsistent data config, saying which field to change."""
+  if config.name not in DATASETS:
+    raise PitiError(f"data.name={config.name!r} is unknown; choose one of {', '.join(DATASETS)}.")
+  if config.task not in TASKS:
+    raise PitiError(f"data.task={config.task!r} is unknown; choose one of {', '.join(TASKS)}.")
+  if config.name == "text_pairs" and config.task != "text":
+    raise PitiError("data.name='text_pairs' has captions only; set data.task='text'.")
+  allowed = {"coco_stuff": ("mask", "text"), "ade20k": ("mask",), "coco_sketch": ("sketch",), "diode": ("depth",)}
+  if config.name in allowed and config.task not in allowed[config.name]:
+    raise PitiError(f"data.name={config.name!r} supports task {' or '.join(allowed[config.name])}, "
+                    f"not {config.task!r}.")
+  if not 0.0 <= config.uncond_p <= 1.0:
+    raise PitiError(f"data.uncond_p={config.uncond_p} must be in [0, 1].")
+  if config.image_size > config.load_size or config.condition_size > config.load_size:
+    raise PitiError(f"data.image_size ({config.image_size}) and data.condition_size ({config.condition_size}) "
+                    f"may not exceed data.load_size ({config.load_size}).")
+  if config.low_res_size and config.load_size % config.low_res_size:
+    raise PitiError(f"data.low_res_size={config.low_res_size} must divide data.load_size={config.load_size}.")
+  if config.degradation not in DEGRADATIONS:
+    raise PitiError(f"data.degradation={config.degradation!r} is unknown; choose one of {DEGRADATIONS}.")
+  if config.on_bad_example not in ("skip", "raise"):
+    raise PitiError(f"data.on_bad_example={config.on_bad_example!r} must be 'skip' or 'raise'.")
+  if config.text_format not in TEXT_FORMATS:
+    raise PitiError(f"data.text_format={config.text_format!r} is unknown; choose one of {TEXT_FORMATS}.")
+  if config.edge_detector not in EDGE_DETECTORS:
+    raise PitiError(f"data.edge_detector={config.edge_detector!r} is unknown; choose one of {EDGE_DETECTORS}.")
