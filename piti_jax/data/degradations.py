@@ -46,20 +46,21 @@ def resize(image: np.ndarray, width: int, height: int, interpolation: str) -> np
 
   "linear" and "cubic" sample the source at the target pixel centres without antialiasing (as
   OpenCV's INTER_LINEAR / INTER_CUBIC do; cubic is SciPy's interpolating cubic spline); "area"
-  averages boxes (INTER_AREA).
+  averages boxes (INTER_AREA). The result is clipped to [0, 1] (cubic overshoots), as every op
+  of the reference clips after resizing.
   """
   width, height = max(int(width), 1), max(int(height), 1)
   if interpolation == "area":
     channels = [np.asarray(Image.fromarray(image[..., c]).resize((width, height), Image.BOX))
                 for c in range(image.shape[-1])]
-    return np.stack(channels, axis=-1).astype(np.float32)
+    return np.clip(np.stack(channels, axis=-1), 0.0, 1.0).astype(np.float32)
   rows = (np.arange(height, dtype=np.float32) + 0.5) * image.shape[0] / height - 0.5
   cols = (np.arange(width, dtype=np.float32) + 0.5) * image.shape[1] / width - 0.5
   grid_rows, grid_cols = np.meshgrid(rows, cols, indexing="ij")
   order = 1 if interpolation == "linear" else 3
   channels = [ndimage.map_coordinates(image[..., c], [grid_rows, grid_cols], order=order, mode="nearest")
               for c in range(image.shape[-1])]
-  return np.stack(channels, axis=-1).astype(np.float32)
+  return np.clip(np.stack(channels, axis=-1), 0.0, 1.0).astype(np.float32)
 
 
 def _random_interpolation(rng: np.random.Generator) -> str:
@@ -67,11 +68,15 @@ def _random_interpolation(rng: np.random.Generator) -> str:
 
 
 def _convolve_mirror(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-  """Per-channel 2-D convolution with mirror (reflect-without-edge-repeat) padding, via FFT."""
+  """Per-channel 2-D convolution with mirror (reflect-without-edge-repeat) padding, via FFT.
+
+  Kernels are non-negative and sum to one, so the result is clipped to [0, 1] against FFT round-off.
+  """
   pad_r, pad_c = kernel.shape[0] // 2, kernel.shape[1] // 2
   extra_r, extra_c = kernel.shape[0] - 1 - pad_r, kernel.shape[1] - 1 - pad_c
   padded = np.pad(image, ((pad_r, extra_r), (pad_c, extra_c), (0, 0)), mode="reflect")
-  return signal.fftconvolve(padded, kernel[::-1, ::-1, None], mode="valid", axes=(0, 1)).astype(np.float32)
+  out = signal.fftconvolve(padded, kernel[::-1, ::-1, None], mode="valid", axes=(0, 1))
+  return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
 def anisotropic_gaussian_kernel(size: int, theta: float, l1: float, l2: float) -> np.ndarray:
@@ -219,7 +224,7 @@ def bsrgan_light(image: np.ndarray, scale: int, rng: np.random.Generator) -> np.
     elif op == 2:
       work = random_downsample(work, scale, rng)
     elif op == 3:
-      work = np.clip(resize(work, target_width, target_height, _random_interpolation(rng)), 0.0, 1.0)
+      work = resize(work, target_width, target_height, _random_interpolation(rng))
     elif op == 4:
       work = add_gaussian_noise(work, rng)
     elif op == 5 and rng.random() < JPEG_P:
