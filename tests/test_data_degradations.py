@@ -85,3 +85,13 @@ def test_quantize_8bit_truncates_like_the_reference():
   import jax.numpy as jnp
 
   np.testing.assert_allclose(np.asarray(degradations.quantize_8bit(jnp.asarray(x, jnp.float32))), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [5, 6])
+def test_fft_convolution_matches_scipy_ndimage_with_mirror_padding(image, size):
+  from scipy import ndimage
+
+  kernel = np.random.default_rng(size).random((size, size))
+  kernel /= kernel.sum()
+  expected = ndimage.convolve(image, kernel[..., None], mode="mirror")
+  np.testing.assert_allclose(degradations.convolve_mirror(image, kernel), expected, atol=1e-5)

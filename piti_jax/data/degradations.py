@@ -67,15 +67,16 @@ def _random_interpolation(rng: np.random.Generator) -> str:
   return INTERPOLATIONS[int(rng.integers(0, 3))]
 
 
-def _convolve_mirror(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+def convolve_mirror(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
   """Per-channel 2-D convolution with mirror (reflect-without-edge-repeat) padding, via FFT.
 
   Kernels are non-negative and sum to one, so the result is clipped to [0, 1] against FFT round-off.
   """
-  pad_r, pad_c = kernel.shape[0] // 2, kernel.shape[1] // 2
-  extra_r, extra_c = kernel.shape[0] - 1 - pad_r, kernel.shape[1] - 1 - pad_c
-  padded = np.pad(image, ((pad_r, extra_r), (pad_c, extra_c), (0, 0)), mode="reflect")
-  out = signal.fftconvolve(padded, kernel[::-1, ::-1, None], mode="valid", axes=(0, 1))
+  # out[i] = sum_j kernel[j] image[i + size // 2 - j], the alignment of scipy.ndimage.convolve.
+  (rows, cols) = kernel.shape
+  before_r, before_c = rows - 1 - rows // 2, cols - 1 - cols // 2
+  padded = np.pad(image, ((before_r, rows // 2), (before_c, cols // 2), (0, 0)), mode="reflect")
+  out = signal.fftconvolve(padded, kernel[..., None], mode="valid", axes=(0, 1))
   return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
@@ -111,7 +112,7 @@ def add_blur(image: np.ndarray, scale: int, rng: np.random.Generator) -> np.ndar
                                          l1=wide * rng.random(), l2=wide * rng.random())
   else:
     kernel = isotropic_gaussian_kernel(int(rng.integers(2, 5)) + 3, narrow * rng.random())
-  return _convolve_mirror(image, kernel)
+  return convolve_mirror(image, kernel)
 
 
 def _shift_kernel(kernel: np.ndarray, scale: int) -> np.ndarray:
@@ -129,7 +130,7 @@ def random_downsample(image: np.ndarray, scale: int, rng: np.random.Generator) -
     out = resize(image, int(image.shape[1] / factor), int(image.shape[0] / factor), _random_interpolation(rng))
   else:
     kernel = _shift_kernel(isotropic_gaussian_kernel(25, rng.uniform(0.1, 0.6 * scale)), scale)
-    out = _convolve_mirror(image, kernel / kernel.sum())[0::scale, 0::scale]
+    out = convolve_mirror(image, kernel / kernel.sum())[0::scale, 0::scale]
   return np.clip(out, 0.0, 1.0)
 
 
