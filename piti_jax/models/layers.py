@@ -1,0 +1,297 @@
+"""Shared building blocks of the UNet, the text transformer and the task encoder.
+
+Conventions (all modules in `piti_jax.models`):
+- Activations are NHWC (images) or (B, L, W) (token sequences).
+- Parameters are float32. Each module computes in its `dtype` (float32 or bfloat16):
+  parameters and inputs are cast to it at use. Normalisations (GroupNorm, LayerNorm,
+  InstanceNorm) and attention softmax always compute in float32.
+- Initialisation follows PyTorch's defaults so a fresh model behaves like the reference:
+  Linear/Conv weights and biases ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (kaiming_uniform with
+  a=sqrt(5)), norm scales 1 and biases 0. Layers that the reference zero-initialises take
+  `zero_init=True`.
+- Every parameter is made by `new_param` and carries the nnx metadata `init` (its `Init`)
+  and `fsdp_dims` (a kernel's feature dimensions, never the spatial taps; empty for
+  vectors) used by `piti_jax.train.partition`.
+- Parameter leaf names: `kernel` (Linear (in, out), Conv (kh, kw, in, out)), `bias`, `scale`
+  (norm gains) and `embedding` (token embedding table).
+"""
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from piti_jax.errors import PitiError
+
+GROUP_NORM_GROUPS = 32
+NORM_EPS = 1e-5
+
+
+def identity(x: jax.Array) -> jax.Array:
+  """Returns `x`; stands where the reference has a parameter-less `nn.Identity`."""
+  return x
+
+
+@dataclasses.dataclass(frozen=True)
+class Init:
+  """A parameter's initial distribution, kept as the nnx metadata `init` of every Param.
+
+  kind: "uniform" (U(-scale, scale)), "normal" (N(0, scale^2)), "zeros" or "ones".
+  Modules draw with `jax_sample` when constructed directly; `presets.build_model` instead
+  fills an abstract model from one NumPy generator with `numpy_sample`, which avoids compiling
+  an XLA random-number program per parameter.
+  """
+
+  kind: str
+  scale: float = 0.0
+
+  def jax_sample(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    if self.kind == "uniform":
+      return jax.random.uniform(key, shape, jnp.float32, -self.scale, self.scale)
+    if self.kind == "normal":
+      return self.scale * jax.random.normal(key, shape, jnp.float32)
+    return jnp.full(shape, 1.0 if self.kind == "ones" else 0.0, jnp.float32)
+
+  def numpy_sample(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    if self.kind == "uniform":
+      return rng.uniform(-self.scale, self.scale, shape).astype(np.float32)
+    if self.kind == "normal":
+      return (self.scale * rng.standard_normal(shape, np.float32)).astype(np.float32)
+    return np.full(shape, 1.0 if self.kind == "ones" else 0.0, np.float32)
+
+
+ZEROS = Init("zeros")
+ONES = Init("ones")
+
+
+def torch_default_init(fan_in: int) -> Init:
+  """PyTorch's default Linear/Conv init for weights and biases: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+  return Init("uniform", 1.0 / math.sqrt(fan_in))
+
+
+def new_param(init: Init, shape: tuple[int, ...], rngs: nnx.Rngs | None, fsdp_dims: tuple[int, ...] = ()) -> nnx.Param:
+  """A float32 nnx.Param drawn from `init`, carrying the metadata `init` and `fsdp_dims`.
+
+  rngs: source of the "params" key; only random kinds use it (None is fine for zeros/ones).
+  fsdp_dims: dimensions `piti_jax.train.partition` may shard (feature dims only; empty = replicate).
+  """
+  key = rngs.params() if init.kind in ("uniform", "normal") else None
+  return nnx.Param(init.jax_sample(key, shape), init=init, fsdp_dims=fsdp_dims)
+
+
+def kernel_init(fan_in: int, *, zero: bool = False) -> Init:
+  """Kernel initialiser: PyTorch's default, or zeros for the reference's `zero_module` layers."""
+  return ZEROS if zero else torch_default_init(fan_in)
+
+
+class Dense(nnx.Module):
+  """Linear layer y = x @ kernel + bias.
+
+  kernel: float32 (in_features, out_features); bias: (out_features,). Input (..., in_features)
+  of any float dtype; output (..., out_features) in `dtype`. Also used for the reference's
+  kernel-1 Conv1d layers (qkv, encoder_kv, proj_out), which act per token.
+  """
+
+  def __init__(self, in_features: int, out_features: int, *, dtype: jnp.dtype, rngs: nnx.Rngs,
+               zero_init: bool = False):
+    self.dtype = dtype
+    self.kernel = new_param(kernel_init(in_features, zero=zero_init), (in_features, out_features), rngs, (0, 1))
+    self.bias = new_param(kernel_init(in_features, zero=zero_init), (out_features,), rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.kernel[...].astype(self.dtype)
+    return jnp.dot(x.astype(self.dtype), kernel) + self.bias[...].astype(self.dtype)
+
+
+class Conv2d(nnx.Module):
+  """2-D convolution with PyTorch's explicit symmetric zero padding.
+
+  kernel: float32 (kh, kw, in, out) (HWIO); bias (out,). Input (B, H, W, in); output
+  (B, H', W', out) in `dtype` with H' = (H + 2*padding - kh) // stride + 1.
+  """
+
+  def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, dtype: jnp.dtype,
+               rngs: nnx.Rngs, stride: int = 1, padding: int | None = None, zero_init: bool = False):
+    self.dtype = dtype
+    self.stride = stride
+    self.padding = kernel_size // 2 if padding is None else padding
+    fan_in = in_channels * kernel_size * kernel_size
+    self.kernel = new_param(kernel_init(fan_in, zero=zero_init),
+                            (kernel_size, kernel_size, in_channels, out_channels), rngs, (2, 3))
+    self.bias = new_param(kernel_init(fan_in, zero=zero_init), (out_channels,), rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return conv2d(x, self.kernel[...], self.bias[...], stride=self.stride, padding=self.padding,
+                  dtype=self.dtype)
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array, *, stride: int, padding: int,
+           dtype: jnp.dtype) -> jax.Array:
+  """NHWC convolution with HWIO `kernel`, symmetric zero `padding`, result in `dtype`."""
+  y = jax.lax.conv_general_dilated(
+      x.astype(dtype), kernel.astype(dtype), window_strides=(stride, stride),
+      padding=((padding, padding), (padding, padding)),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return y + bias.astype(dtype)
+
+
+class GroupNorm32(nnx.Module):
+  """GroupNorm with 32 groups and eps 1e-5 computed in float32, optionally followed by SiLU.
+
+  scale/bias: float32 (channels,). Input (B, ..., channels) of any float dtype; output in `dtype`.
+  The reference's `GroupNorm32(swish=1.0)` fuses the SiLU into the norm module.
+  """
+
+  def __init__(self, channels: int, *, swish: bool, dtype: jnp.dtype):
+    if channels % GROUP_NORM_GROUPS:
+      raise PitiError(f"GroupNorm needs a channel count divisible by {GROUP_NORM_GROUPS}, got {channels}; "
+                      "use a model_channels (times every channel_mult) that is a multiple of 32.")
+    self.swish = swish
+    self.dtype = dtype
+    self.scale = new_param(ONES, (channels,), rngs=None)
+    self.bias = new_param(ZEROS, (channels,), rngs=None)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    shape = x.shape
+    grouped = x.astype(jnp.float32).reshape(shape[0], -1, GROUP_NORM_GROUPS, shape[-1] // GROUP_NORM_GROUPS)
+    mean = grouped.mean(axis=(1, 3), keepdims=True)
+    centred = grouped - mean
+    var = jnp.square(centred).mean(axis=(1, 3), keepdims=True)
+    y = (centred * jax.lax.rsqrt(var + NORM_EPS)).reshape(shape) * self.scale[...] + self.bias[...]
+    if self.swish:
+      y = jax.nn.silu(y)
+    return y.astype(self.dtype)
+
+
+class LayerNorm(nnx.Module):
+  """LayerNorm over the last axis, eps 1e-5, computed in float32; output float32.
+
+  scale/bias: float32 (width,). Input (..., width).
+  """
+
+  def __init__(self, width: int):
+    self.scale = new_param(ONES, (width,), rngs=None)
+    self.bias = new_param(ZEROS, (width,), rngs=None)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = x.astype(jnp.float32)
+    mean = x.mean(axis=-1, keepdims=True)
+    centred = x - mean
+    var = jnp.square(centred).mean(axis=-1, keepdims=True)
+    return centred * jax.lax.rsqrt(var + NORM_EPS) * self.scale[...] + self.bias[...]
+
+
+class InstanceNorm(nnx.Module):
+  """Affine InstanceNorm2d (per sample and channel over H, W), eps 1e-5, in float32.
+
+  scale/bias: float32 (channels,). Input (B, H, W, channels); output in `dtype`.
+  As PyTorch's `InstanceNorm2d(affine=True)` (no running statistics), train and eval agree.
+  """
+
+  def __init__(self, channels: int, *, dtype: jnp.dtype):
+    self.dtype = dtype
+    self.scale = new_param(ONES, (channels,), rngs=None)
+    self.bias = new_param(ZEROS, (channels,), rngs=None)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = x.astype(jnp.float32)
+    mean = x.mean(axis=(1, 2), keepdims=True)
+    centred = x - mean
+    var = jnp.square(centred).mean(axis=(1, 2), keepdims=True)
+    y = centred * jax.lax.rsqrt(var + NORM_EPS) * self.scale[...] + self.bias[...]
+    return y.astype(self.dtype)
+
+
+def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
+  """Sinusoidal embedding [cos(t*f), sin(t*f)] with f_i = max_period^(-i/half), as ADM/GLIDE.
+
+  Args:
+    t: (B,) timesteps, integer or float (fractional values allowed).
+    dim: embedding width; an odd width gets one trailing zero column.
+  Returns:
+    float32 (B, dim).
+  """
+  half = dim // 2
+  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+  args = jnp.asarray(t, jnp.float32)[:, None] * freqs[None]
+  embedding = jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+  if dim % 2:
+    embedding = jnp.pad(embedding, ((0, 0), (0, 1)))
+  return embedding
+
+
+def qkv_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+  """Multi-head attention with the reference's split scaling and a float32 softmax.
+
+  q * d^-1/4 and k * d^-1/4 (together 1/sqrt(d)), softmax over keys in float32, cast back.
+  Args:
+    q: (B, T, heads, d); k, v: (B, S, heads, d), all in the compute dtype.
+  Returns:
+    (B, T, heads, d) in q's dtype.
+  """
+  scale = 1.0 / math.sqrt(math.sqrt(q.shape[-1]))
+  logits = jnp.einsum("bthd,bshd->bhts", q * scale, k * scale)
+  weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(q.dtype)
+  return jnp.einsum("bhts,bshd->bthd", weights, v)
+
+
+def split_heads(x: jax.Array, heads: int, parts: int) -> list[jax.Array]:
+  """Splits fused projections laid out head-major as the reference: channel = (head, part, d).
+
+  Args:
+    x: (B, L, heads * parts * d).
+  Returns:
+    `parts` arrays of shape (B, L, heads, d) (e.g. q, k, v for parts=3).
+  """
+  b, length, width = x.shape
+  x = x.reshape(b, length, heads, parts, width // (heads * parts))
+  return [x[:, :, :, i] for i in range(parts)]
+
+
+def avg_pool_2x(x: jax.Array) -> jax.Array:
+  """2x2 average pooling with stride 2 (PyTorch AvgPool2d(2)); (B, H, W, C) -> (B, H/2, W/2, C)."""
+  b, h, w, c = x.shape
+  return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+
+
+def upsample_nearest_2x(x: jax.Array) -> jax.Array:
+  """Nearest-neighbour x2 upsampling; (B, H, W, C) -> (B, 2H, 2W, C)."""
+  return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+@functools.cache
+def bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
+  """(out_size, in_size) float32 weights of PyTorch's bilinear resize with align_corners=False.
+
+  Source coordinate of output i: max((i + 0.5) * in/out - 0.5, 0); it blends pixels
+  floor(src) and min(floor(src) + 1, in - 1) linearly (no antialiasing).
+  """
+  scale = in_size / out_size
+  src = np.maximum((np.arange(out_size, dtype=np.float64) + 0.5) * scale - 0.5, 0.0)
+  lo = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+  hi = np.minimum(lo + 1, in_size - 1)
+  frac = src - lo
+  weights = np.zeros((out_size, in_size), np.float64)
+  rows = np.arange(out_size)
+  np.add.at(weights, (rows, lo), 1.0 - frac)
+  np.add.at(weights, (rows, hi), frac)
+  return weights.astype(np.float32)
+
+
+def resize_bilinear(x: jax.Array, height: int, width: int) -> jax.Array:
+  """Bilinear resize matching torch F.interpolate(mode="bilinear", align_corners=False).
+
+  Args:
+    x: (B, h, w, C) float.
+  Returns:
+    (B, height, width, C) float32.
+  """
+  x = x.astype(jnp.float32)
+  rows = jnp.asarray(bilinear_matrix(x.shape[1], height))
+  cols = jnp.asarray(bilinear_matrix(x.shape[2], width))
+  x = jnp.einsum("oh,bhwc->bowc", rows, x, precision=jax.lax.Precision.HIGHEST)
+  return jnp.einsum("pw,bowc->bopc", cols, x, precision=jax.lax.Precision.HIGHEST)
