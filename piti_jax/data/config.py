@@ -84,7 +84,7 @@ def check_data_config(config: ml_collections.ConfigDict) -> None:
     raise PitiError(f"data.task={config.task!r} is unknown; choose one of {', '.join(TASKS)}.")
   if config.name == "text_pairs" and config.task != "text":
     raise PitiError("data.name='text_pairs' has captions only; set data.task='text'.")
-  allowed = {"coco_stuff": ("mask", "text"), "ade20k": ("mask",), "coco_sketch": ("sketch",), "diode": ("depth",)}
+  allowed = {"coco_stuff": ("mask",), "ade20k": ("mask",), "coco_sketch": ("sketch",), "diode": ("depth",)}
   if config.name in allowed and config.task not in allowed[config.name]:
     raise PitiError(f"data.name={config.name!r} supports task {' or '.join(allowed[config.name])}, "
                     f"not {config.task!r}.")
