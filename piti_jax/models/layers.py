@@ -76,11 +76,17 @@ def torch_default_init(fan_in: int) -> Init:
 def new_param(init: Init, shape: tuple[int, ...], rngs: nnx.Rngs | None, fsdp_dims: tuple[int, ...] = ()) -> nnx.Param:
   """A float32 nnx.Param drawn from `init`, carrying the metadata `init` and `fsdp_dims`.
 
-  rngs: source of the "params" key; only random kinds use it (None is fine for zeros/ones).
+  rngs: source of the "params" keys. None builds a structural placeholder instead (zeros
+    for random kinds): `presets.abstract_model` traces models that way, because drawing
+    through nnx.Rngs inside a trace costs seconds per model, and `presets.build_model`
+    then draws every parameter from its `init`.
   fsdp_dims: dimensions `piti_jax.train.partition` may shard (feature dims only; empty = replicate).
   """
-  key = rngs.params() if init.kind in ("uniform", "normal") else None
-  return nnx.Param(init.jax_sample(key, shape), init=init, fsdp_dims=fsdp_dims)
+  if rngs is None and init.kind in ("uniform", "normal"):
+    value = jnp.zeros(shape, jnp.float32)
+  else:
+    value = init.jax_sample(rngs.params() if init.kind in ("uniform", "normal") else None, shape)
+  return nnx.Param(value, init=init, fsdp_dims=fsdp_dims)
 
 
 def kernel_init(fan_in: int, *, zero: bool = False) -> Init:
@@ -96,7 +102,7 @@ class Dense(nnx.Module):
   kernel-1 Conv1d layers (qkv, encoder_kv, proj_out), which act per token.
   """
 
-  def __init__(self, in_features: int, out_features: int, *, dtype: jnp.dtype, rngs: nnx.Rngs,
+  def __init__(self, in_features: int, out_features: int, *, dtype: jnp.dtype, rngs: nnx.Rngs | None,
                zero_init: bool = False):
     self.dtype = dtype
     self.kernel = new_param(kernel_init(in_features, zero=zero_init), (in_features, out_features), rngs, (0, 1))
@@ -115,7 +121,7 @@ class Conv2d(nnx.Module):
   """
 
   def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, dtype: jnp.dtype,
-               rngs: nnx.Rngs, stride: int = 1, padding: int | None = None, zero_init: bool = False):
+               rngs: nnx.Rngs | None, stride: int = 1, padding: int | None = None, zero_init: bool = False):
     self.dtype = dtype
     self.stride = stride
     self.padding = kernel_size // 2 if padding is None else padding
@@ -152,8 +158,8 @@ class GroupNorm32(nnx.Module):
                       "use a model_channels (times every channel_mult) that is a multiple of 32.")
     self.swish = swish
     self.dtype = dtype
-    self.scale = new_param(ONES, (channels,), rngs=None)
-    self.bias = new_param(ZEROS, (channels,), rngs=None)
+    self.scale = new_param(ONES, (channels,), None)
+    self.bias = new_param(ZEROS, (channels,), None)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     shape = x.shape
@@ -174,8 +180,8 @@ class LayerNorm(nnx.Module):
   """
 
   def __init__(self, width: int):
-    self.scale = new_param(ONES, (width,), rngs=None)
-    self.bias = new_param(ZEROS, (width,), rngs=None)
+    self.scale = new_param(ONES, (width,), None)
+    self.bias = new_param(ZEROS, (width,), None)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     x = x.astype(jnp.float32)
@@ -194,8 +200,8 @@ class InstanceNorm(nnx.Module):
 
   def __init__(self, channels: int, *, dtype: jnp.dtype):
     self.dtype = dtype
-    self.scale = new_param(ONES, (channels,), rngs=None)
-    self.bias = new_param(ZEROS, (channels,), rngs=None)
+    self.scale = new_param(ONES, (channels,), None)
+    self.bias = new_param(ZEROS, (channels,), None)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     x = x.astype(jnp.float32)

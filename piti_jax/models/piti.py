@@ -77,7 +77,7 @@ class ModelConfig:
     return TASK_CHANNELS[self.task]
 
 
-def build_decoder(config: ModelConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs) -> UNet:
+def build_decoder(config: ModelConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs | None) -> UNet:
   """The UNet of a config."""
   return UNet(in_channels=3, model_channels=config.model_channels, out_channels=config.out_channels,
               num_res_blocks=config.num_res_blocks, channel_mult=tuple(config.channel_mult),
@@ -129,7 +129,7 @@ class _EncoderDecoderModel(nnx.Module):
 class PitiModel(_EncoderDecoderModel):
   """PITI: `encoder` (TaskEncoder) + `decoder` (UNet), base or super-resolution."""
 
-  def __init__(self, config: ModelConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
+  def __init__(self, config: ModelConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs | None):
     if config.family != "piti":
       raise PitiError(f"PitiModel needs a 'piti' family config, got {config.family!r}.")
     self.config = config
@@ -146,7 +146,7 @@ class PitiModel(_EncoderDecoderModel):
 class GlideModel(_EncoderDecoderModel):
   """GLIDE text-to-image: `encoder` (TextEncoder) + `decoder` (UNet), base or super-resolution."""
 
-  def __init__(self, config: ModelConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
+  def __init__(self, config: ModelConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs | None):
     if config.family != "glide":
       raise PitiError(f"GlideModel needs a 'glide' family config, got {config.family!r}.")
     self.config = config

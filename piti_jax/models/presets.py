@@ -81,7 +81,7 @@ def config_overrides(config: ModelConfig) -> dict[str, Any]:
           for name in _FIELD_NAMES if (value := getattr(config, name)) != getattr(base, name)}
 
 
-def _construct(config: ModelConfig, dtype: jnp.dtype, rngs: nnx.Rngs) -> PitiModel | GlideModel:
+def _construct(config: ModelConfig, dtype: jnp.dtype, rngs: nnx.Rngs | None) -> PitiModel | GlideModel:
   model_class = PitiModel if config.family == "piti" else GlideModel
   return model_class(config, dtype=dtype, rngs=rngs)
 
@@ -113,7 +113,7 @@ def create_model(preset: str, *, rngs: nnx.Rngs, dtype: jnp.dtype = jnp.float32,
 
 def abstract_model(config: ModelConfig, dtype: jnp.dtype = jnp.float32) -> PitiModel | GlideModel:
   """The model with ShapeDtypeStruct params (nothing allocated), e.g. to count or restore params."""
-  return nnx.eval_shape(lambda: _construct(config, dtype, nnx.Rngs(0)))
+  return nnx.eval_shape(lambda: _construct(config, dtype, None))
 
 
 def param_count(state: Any) -> int:

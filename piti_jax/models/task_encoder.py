@@ -33,7 +33,7 @@ class CNN(nnx.Module):
   """
 
   def __init__(self, in_channels: int, out_channels: int, hidden: tuple[int, ...], *, dtype: jnp.dtype,
-               rngs: nnx.Rngs):
+               rngs: nnx.Rngs | None):
     self.dtype = dtype
     widths = (in_channels, *hidden)
     self.conv1 = Conv2d(widths[0], widths[1], 7, dtype=dtype, rngs=rngs)
@@ -76,7 +76,7 @@ class TaskEncoder(nnx.Module):
   """
 
   def __init__(self, *, in_channels: int, cond_size: int, width: int, layers: int, heads: int,
-               cnn_hidden: tuple[int, ...], dtype: jnp.dtype, rngs: nnx.Rngs):
+               cnn_hidden: tuple[int, ...], dtype: jnp.dtype, rngs: nnx.Rngs | None):
     if cond_size % CNN_DOWNSAMPLE:
       raise PitiError(f"cond_size={cond_size} must be divisible by {CNN_DOWNSAMPLE}.")
     self.in_channels = in_channels

@@ -23,7 +23,7 @@ class MultiheadAttention(nnx.Module):
   Input (B, L, W); output (B, L, W) in `dtype`. No mask (as the reference).
   """
 
-  def __init__(self, width: int, heads: int, *, dtype: jnp.dtype, rngs: nnx.Rngs):
+  def __init__(self, width: int, heads: int, *, dtype: jnp.dtype, rngs: nnx.Rngs | None):
     if width % heads:
       raise PitiError(f"transformer width {width} is not divisible by {heads} heads; change xf_heads.")
     self.heads = heads
@@ -39,7 +39,7 @@ class MultiheadAttention(nnx.Module):
 class MLP(nnx.Module):
   """c_fc = Linear(W -> 4W), exact (erf) GELU, c_proj = Linear(4W -> W). (B, L, W) -> (B, L, W)."""
 
-  def __init__(self, width: int, *, dtype: jnp.dtype, rngs: nnx.Rngs):
+  def __init__(self, width: int, *, dtype: jnp.dtype, rngs: nnx.Rngs | None):
     self.c_fc = Dense(width, 4 * width, dtype=dtype, rngs=rngs)
     self.c_proj = Dense(4 * width, width, dtype=dtype, rngs=rngs)
 
@@ -50,7 +50,7 @@ class MLP(nnx.Module):
 class ResidualAttentionBlock(nnx.Module):
   """Pre-LN block: x + attn(ln_1(x)), then + mlp(ln_2(x)). float32 (B, L, W) -> float32 (B, L, W)."""
 
-  def __init__(self, width: int, heads: int, *, dtype: jnp.dtype, rngs: nnx.Rngs):
+  def __init__(self, width: int, heads: int, *, dtype: jnp.dtype, rngs: nnx.Rngs | None):
     self.attn = MultiheadAttention(width, heads, dtype=dtype, rngs=rngs)
     self.ln_1 = LayerNorm(width)
     self.mlp = MLP(width, dtype=dtype, rngs=rngs)
@@ -64,7 +64,7 @@ class ResidualAttentionBlock(nnx.Module):
 class Transformer(nnx.Module):
   """`layers` ResidualAttentionBlocks in `resblocks`. (B, L, W) -> float32 (B, L, W)."""
 
-  def __init__(self, width: int, layers: int, heads: int, *, dtype: jnp.dtype, rngs: nnx.Rngs):
+  def __init__(self, width: int, layers: int, heads: int, *, dtype: jnp.dtype, rngs: nnx.Rngs | None):
     self.resblocks = nnx.List([ResidualAttentionBlock(width, heads, dtype=dtype, rngs=rngs) for _ in range(layers)])
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -80,7 +80,7 @@ class Embedding(nnx.Module):
   Input int (B, L); output float32 (B, L, W).
   """
 
-  def __init__(self, vocab: int, width: int, *, rngs: nnx.Rngs):
+  def __init__(self, vocab: int, width: int, *, rngs: nnx.Rngs | None):
     self.embedding = new_param(Init("normal", 1.0), (vocab, width), rngs, (0, 1))
 
   def __call__(self, tokens: jax.Array) -> jax.Array:
@@ -97,7 +97,7 @@ class TextEncoder(nnx.Module):
   """
 
   def __init__(self, *, vocab: int, text_ctx: int, width: int, layers: int, heads: int,
-               dtype: jnp.dtype, rngs: nnx.Rngs):
+               dtype: jnp.dtype, rngs: nnx.Rngs | None):
     self.text_ctx = text_ctx
     self.token_embedding = Embedding(vocab, width, rngs=rngs)
     self.positional_embedding = new_param(EMBEDDING_INIT, (text_ctx, width), rngs, (0, 1))

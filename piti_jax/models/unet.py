@@ -33,7 +33,7 @@ class ResBlock(nnx.Module):
   """
 
   def __init__(self, channels: int, emb_channels: int, out_channels: int, dropout: float, *,
-               dtype: jnp.dtype, rngs: nnx.Rngs, resample: str | None = None):
+               dtype: jnp.dtype, rngs: nnx.Rngs | None, resample: str | None = None):
     self.resample = {None: None, "down": avg_pool_2x, "up": upsample_nearest_2x}[resample]
     self.in_layers = nnx.List([
         GroupNorm32(channels, swish=True, dtype=dtype),
@@ -76,7 +76,7 @@ class AttentionBlock(nnx.Module):
   """
 
   def __init__(self, channels: int, head_channels: int, encoder_channels: int, *, dtype: jnp.dtype,
-               rngs: nnx.Rngs):
+               rngs: nnx.Rngs | None):
     if channels % head_channels:
       raise PitiError(f"attention width {channels} is not divisible by num_head_channels={head_channels}; "
                       "choose num_head_channels dividing every attention level's width.")
@@ -128,7 +128,7 @@ class UNet(nnx.Module):
 
   def __init__(self, *, in_channels: int, model_channels: int, out_channels: int, num_res_blocks: int,
                channel_mult: tuple[int, ...], attention_ds: tuple[int, ...], num_head_channels: int,
-               encoder_channels: int, dropout: float, super_res: bool, dtype: jnp.dtype, rngs: nnx.Rngs):
+               encoder_channels: int, dropout: float, super_res: bool, dtype: jnp.dtype, rngs: nnx.Rngs | None):
     self.model_channels = model_channels
     self.super_res = super_res
     self.dtype = dtype
