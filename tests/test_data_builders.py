@@ -120,3 +120,154 @@ def test_ade20k_shifts_ids_and_maps_other_to_unlabelled(tmp_path):
   colours = conditions.voc_colormap(256)
   assert example["mask"][labels == 149][0].tolist() == colours[150].tolist()
   assert example["mask"][labels == 255][0].tolist() == [0, 0, 0]
+
+
+def test_coco_sketch_detects_edges_at_256_and_feeds_the_sketch_pipeline(tmp_path):
+  rng = np.random.default_rng(4)
+  for folder in ("train2017", "val2017"):
+    for i in range(2):
+      picture = np.zeros((60, 80, 3), np.uint8)
+      picture[15:45, 20:60] = rng.integers(100, 255, 3)
+      os.makedirs(tmp_path / "raw" / folder, exist_ok=True)
+      Image.fromarray(picture).save(tmp_path / "raw" / folder / f"{i}.jpg")
+  config = _config("coco_sketch", tmp_path / "tfds", tmp_path / "raw", task="sketch")
+  builder = prepare_dataset(config)
+  example = builder.as_data_source(split="train")[0]
+  assert example["image"].shape == (256, 256, 3) and example["sketch"].shape == (256, 256, 1)
+  sketch = example["sketch"][..., 0]
+  assert set(np.unique(sketch)) == {0, 255}
+  rows, cols = np.nonzero(sketch)
+  assert 50 <= rows.min() <= 70 and 180 <= rows.max() <= 200  # the rectangle's outline, scaled to 256
+  batch = next(pipeline.make_train_iterator(config, global_batch_size=2, seed=0, process_index=0, process_count=1))
+  assert batch["condition"].shape == (2, 256, 256, 1) and batch["condition"].min() == -1.0
+
+
+def _write_diode_sample(stem, rng, size=(48, 36), depth_shape=None):
+  os.makedirs(os.path.dirname(stem), exist_ok=True)
+  Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(stem + ".png")
+  depth = rng.uniform(0.5, 40.0, depth_shape or (size[1], size[0], 1)).astype(np.float32)
+  mask = (rng.random((size[1], size[0])) > 0.2).astype(np.float32)
+  normal = rng.normal(size=(size[1], size[0], 3)).astype(np.float32)
+  normal /= np.linalg.norm(normal, axis=-1, keepdims=True)
+  np.save(stem + "_depth.npy", depth)
+  np.save(stem + "_depth_mask.npy", mask)
+  np.save(stem + "_normal.npy", normal)
+
+
+def test_diode_renders_depth_and_normals_and_feeds_the_depth_pipeline(tmp_path):
+  rng = np.random.default_rng(5)
+  for split in ("train", "val"):
+    for i in range(2):
+      _write_diode_sample(str(tmp_path / "raw" / split / "indoors" / "scene_0" / "scan_0" / f"s_{i}"), rng)
+  config = _config("diode", tmp_path / "tfds", tmp_path / "raw", task="depth")
+  builder = prepare_dataset(config)
+  assert builder.info.splits["train"].num_examples == 2
+  example = builder.as_data_source(split="validation")[0]
+  for key in ("image", "depth", "normal"):
+    assert example[key].shape == (256, 256, 3) and example[key].dtype == np.uint8
+  assert (example["depth"].sum(-1) == 0).mean() > 0.1  # invalid pixels are black
+  batch = next(pipeline.make_train_iterator(config, global_batch_size=2, seed=0, process_index=0, process_count=1))
+  assert batch["condition"].shape == (2, 256, 256, 6)
+
+
+def test_diode_depth_of_the_wrong_size_names_the_file(tmp_path):
+  rng = np.random.default_rng(6)
+  _write_diode_sample(str(tmp_path / "raw" / "train" / "a" / "x"), rng)
+  _write_diode_sample(str(tmp_path / "raw" / "val" / "a" / "y"), rng, depth_shape=(10, 10, 1))
+  with pytest.raises(PitiError, match=r"y_depth\.npy: shape"):
+    prepare_dataset(_config("diode", tmp_path / "tfds", tmp_path / "raw", task="depth"))
+
+
+def _caption_images(folder, count, rng):
+  os.makedirs(folder, exist_ok=True)
+  names = []
+  for i in range(count):
+    name = f"{i:05d}.jpg"
+    _write_image(os.path.join(folder, name), rng)
+    names.append(name)
+  return names
+
+
+def test_text_pairs_from_tsv_folder_and_webdataset(tmp_path):
+  import tarfile
+
+  rng = np.random.default_rng(7)
+  tsv_dir = tmp_path / "tsv"
+  names = _caption_images(str(tsv_dir / "images"), 3, rng)
+  (tsv_dir / "train.tsv").write_text("path\tcaption\n" + "".join(f"images/{n}\ta picture number {i}\n"
+                                                                  for i, n in enumerate(names)))
+  folder_dir = tmp_path / "folder" / "00000"
+  for i, name in enumerate(_caption_images(str(folder_dir), 3, rng)):
+    (folder_dir / name.replace(".jpg", ".txt")).write_text(f"folder caption {i}")
+  (folder_dir / "nocaption.jpg").write_bytes((folder_dir / "00000.jpg").read_bytes())
+  shard_dir = tmp_path / "shards"
+  shard_dir.mkdir()
+  with tarfile.open(shard_dir / "00000.tar", "w") as tar:
+    for i, name in enumerate(_caption_images(str(tmp_path / "shard_src"), 3, rng)):
+      tar.add(tmp_path / "shard_src" / name, arcname=f"{i:09d}.jpg")
+      (tmp_path / "shard_src" / f"{i}.txt").write_text(f"shard caption {i}")
+      tar.add(tmp_path / "shard_src" / f"{i}.txt", arcname=f"{i:09d}.txt")
+  for layout, manual_dir, prefix in (("tsv", tsv_dir, "a picture number"), ("folder", tmp_path / "folder",
+                                                                           "folder caption"),
+                                     ("webdataset", shard_dir, "shard caption")):
+    config = _config("text_pairs", tmp_path / "tfds", manual_dir, task="text", text_format=layout, max_text_len=16)
+    builder = prepare_dataset(config)
+    assert builder.info.splits["train"].num_examples == 2 and builder.info.splits["validation"].num_examples == 1
+    for split in ("train", "validation"):
+      for example in _all(builder.as_data_source(split=split)):
+        assert example["caption"].decode().startswith(prefix)
+        assert example["image"].shape == (30, 40, 3)
+    batch = next(pipeline.make_train_iterator(config, global_batch_size=2, seed=0, process_index=0,
+                                              process_count=1))
+    assert batch["tokens"].shape == (2, 16) and batch["token_mask"].any(axis=1).all()
+    if layout == "folder":
+      assert [s["file"] for s in builder.info.metadata["skipped"]["listing"]] == [str(folder_dir / "nocaption.jpg")]
+
+
+def test_text_pairs_from_coco_caption_annotations(tmp_path):
+  import json
+
+  rng = np.random.default_rng(8)
+  raw = tmp_path / "raw"
+  os.makedirs(raw / "annotations")
+  for folder in ("train", "val"):
+    names = _caption_images(str(raw / f"{folder}2017"), 2, rng)
+    content = {"images": [{"id": i, "file_name": n} for i, n in enumerate(names)],
+               "annotations": [{"id": 10 + i, "image_id": i, "caption": f"first {folder} {i}"} for i in range(2)] +
+                              [{"id": 20 + i, "image_id": i, "caption": "second"} for i in range(2)]}
+    (raw / "annotations" / f"captions_{folder}2017.json").write_text(json.dumps(content))
+  builder = prepare_dataset(_config("text_pairs", tmp_path / "tfds", raw, task="text", text_format="coco_captions"))
+  captions = sorted(e["caption"].decode() for e in _all(builder.as_data_source(split="validation")))
+  assert captions == ["first val 0", "first val 1"]
+
+
+def test_text_pairs_from_a_prepared_tfds_coco_captions(tmp_path):
+  """A tfds `coco_captions` prepared in data_dir (here by the real builder class fed with generated
+  records) is read through tfds, keeping the first caption of each image."""
+  import io
+
+  import tensorflow_datasets as tfds
+
+  real_builder = type(tfds.builder("coco_captions", data_dir=str(tmp_path / "unused")))
+
+  class GeneratedCocoCaptions(real_builder, skip_registration=True):
+    name = "coco_captions"
+
+    def _split_generators(self, dl_manager):
+      del dl_manager
+      return {"train": self._records(3), "val": self._records(2)}
+
+    def _records(self, count):
+      for i in range(count):
+        buffer = io.BytesIO()
+        Image.fromarray(np.full((20, 30, 3), 40 * i, np.uint8)).save(buffer, format="jpeg")
+        yield i, {"image": buffer.getvalue(), "image/filename": f"f{i}.jpg", "image/id": i, "objects": [],
+                  "captions": [{"id": 1, "text": f"caption {i}"}, {"id": 2, "text": "another"}]}
+
+  GeneratedCocoCaptions(data_dir=str(tmp_path / "tfds")).download_and_prepare()
+  config = _config("text_pairs", tmp_path / "tfds", "", task="text", text_format="coco_captions")
+  builder = prepare_dataset(config)
+  examples = _all(builder.as_data_source(split="train"))
+  assert sorted(e["caption"].decode() for e in examples) == ["caption 0", "caption 1", "caption 2"]
+  assert examples[0]["image"].shape == (20, 30, 3)
+  assert builder.info.splits["validation"].num_examples == 2

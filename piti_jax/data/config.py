@@ -8,7 +8,7 @@ DATASETS = ("shapes", "coco_stuff", "ade20k", "coco_sketch", "diode", "text_pair
 TASKS = ("mask", "sketch", "depth", "text")
 CONDITION_CHANNELS = {"mask": 3, "sketch": 1, "depth": 6}
 TEXT_FORMATS = ("tsv", "folder", "webdataset", "coco_captions")
-EDGE_DETECTORS = ("sobel", "hed")
+EDGE_DETECTORS = ("canny",)
 DEGRADATIONS = ("bsrgan_light", "bicubic")
 
 
@@ -41,7 +41,7 @@ def default_data_config() -> ml_collections.ConfigDict:
     max_text_len: token sequence length L (GLIDE uses 128).
     train_size, val_size, seed: size and seed of the generated `shapes` dataset.
     text_format: layout of the text_pairs source, one of TEXT_FORMATS.
-    edge_detector: coco_sketch edge detector, "sobel" (no weights) or "hed" (needs hed_weights).
+    edge_detector: coco_sketch edge detector, one of EDGE_DETECTORS ("canny" needs no weights).
     hed_weights: PyTorch HED (BSDS) state-dict file for edge_detector="hed".
   """
   config = ml_collections.ConfigDict()
@@ -71,7 +71,7 @@ def default_data_config() -> ml_collections.ConfigDict:
   config.val_size = 200
   config.seed = 0
   config.text_format = "tsv"
-  config.edge_detector = "sobel"
+  config.edge_detector = "canny"
   config.hed_weights = ""
   return config
 

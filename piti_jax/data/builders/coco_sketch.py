@@ -1,0 +1,76 @@
+"""COCO sketches: edge maps computed from local COCO 2017 images (PITI's "coco-edge" data).
+
+manual_dir layout: train2017/*.jpg and val2017/*.jpg (COCO 2017 images).
+As PITI's preprocess_sketch: the RGB image is resized to 256x256 (bicubic) and its edges are
+detected there; examples hold the 256x256 image (PNG) and the binary sketch (255 on edges).
+Edge detectors (builder configs): "canny" (`piti_jax.data.edges`, no weights).
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from piti_jax.data import edges
+from piti_jax.data.builders.base import LocalFilesBuilder
+from piti_jax.data.builders.common import encode_png, read_image_bytes, require_files
+from piti_jax.data.builders.segmentation import IMAGE_EXTENSIONS
+from piti_jax.errors import PitiError
+
+SIZE = 256
+SPLITS = {"train": "train2017", "validation": "val2017"}
+HOW = "Put the COCO 2017 images in <manual_dir>/train2017 and <manual_dir>/val2017."
+
+
+@dataclasses.dataclass
+class CocoSketchConfig(tfds.core.BuilderConfig):
+  """Which edge detector makes the sketches."""
+
+  detector: str = "canny"
+
+
+class CocoSketch(LocalFilesBuilder):
+  """COCO 2017 images with binary sketches for PITI's sketch task."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First version."}
+  BUILDER_CONFIGS = [CocoSketchConfig(name="canny", detector="canny", description="Canny-style edges, no weights")]
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self._info_with_metadata(
+        description="COCO 2017 images at 256x256 with binary edge sketches.",
+        features=tfds.features.FeaturesDict({
+            "file_name": tfds.features.Text(),
+            "image": tfds.features.Image(shape=(SIZE, SIZE, 3), dtype=np.uint8),
+            "sketch": tfds.features.Image(shape=(SIZE, SIZE, 1), dtype=np.uint8),
+        }))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # Local files only.
+    require_files(self.manual_dir, list(SPLITS.values()), dataset="coco_sketch", how=HOW)
+    return {split: self._generate_examples(split, folder) for split, folder in SPLITS.items()}
+
+  def _detect(self, image: np.ndarray) -> np.ndarray:
+    return edges.canny_sketch(image)
+
+  def _generate_examples(self, split: str, folder: str):
+    start = len(self.bad_inputs.skipped)
+    image_dir = os.path.join(self.manual_dir, folder)
+    names = [n for n in sorted(os.listdir(image_dir)) if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
+    if not names:
+      raise PitiError(f"no images (.jpg/.png) in {image_dir}. " + HOW)
+    for name in names:
+      read = read_image_bytes(os.path.join(image_dir, name), mode="RGB", bad_inputs=self.bad_inputs)
+      if read is None:
+        continue
+      image = np.asarray(Image.fromarray(read[1]).resize((SIZE, SIZE), Image.BICUBIC))
+      yield name, {"file_name": os.path.join(image_dir, name), "image": encode_png(image),
+                   "sketch": encode_png(self._detect(image))}
+    self.record_skipped(split, start)
+
+
+def builder_from_config(config) -> CocoSketch:
+  return CocoSketch(data_dir=os.path.expanduser(config.data_dir), config=config.edge_detector,
+                    manual_dir=config.manual_dir, on_bad_example=config.on_bad_example, file_format="array_record")
