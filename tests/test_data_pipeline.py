@@ -177,3 +177,18 @@ def test_to_global_makes_sharded_jax_arrays(base_config):
   assert global_batch["image"].shape == (8, 64, 64, 3)
   assert global_batch["condition"].sharding == sharding
   np.testing.assert_array_equal(np.asarray(global_batch["image"]), batch["image"])
+
+
+def test_processes_preparing_at_once_build_the_dataset_once(tmp_path):
+  import subprocess
+  import sys
+
+  code = ("import sys; from piti_jax.data.config import default_data_config; "
+          "from piti_jax.data.datasets import prepare_dataset; c = default_data_config(); "
+          "c.data_dir = sys.argv[1]; c.train_size, c.val_size = 8, 2; "
+          "print(len(prepare_dataset(c).as_data_source(split='train')))")
+  processes = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
+  outputs = [p.communicate(timeout=120) for p in processes]
+  assert [p.returncode for p in processes] == [0, 0], [o[1][-2000:] for o in outputs]
+  assert [o[0].strip().splitlines()[-1] for o in outputs] == ["8", "8"]

@@ -32,18 +32,32 @@ def make_builder(config: ml_collections.ConfigDict):
 def prepare_dataset(config: ml_collections.ConfigDict):
   """Builds the dataset into data_dir unless it is already there; returns the builder.
 
-  In a multi-process job call this on one process per file system before the others read.
+  Safe when several processes on one machine (or sharing a file system with working `flock`)
+  call it at once: one prepares under an exclusive lock file in data_dir, the others wait and
+  then read what it wrote.
   """
-  import tensorflow_datasets as tfds
-
   builder = make_builder(config)
   if builder.is_prepared():
     return builder
   if not config.prepare:
     raise PitiError(f"dataset {config.name!r} is not prepared under {builder.data_dir}; set data.prepare=True "
                     "(or run the preparation once) so it is built there.")
-  manual_dir = os.path.expanduser(config.manual_dir) if config.manual_dir else None
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  import fcntl
+
+  import tensorflow_datasets as tfds
+
+  data_dir = expanded_data_dir(config)
+  os.makedirs(data_dir, exist_ok=True)
+  with open(os.path.join(data_dir, f".{config.name}.prepare.lock"), "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      builder = make_builder(config)  # another process may have finished while this one waited
+      if not builder.is_prepared():
+        manual_dir = os.path.expanduser(config.manual_dir) if config.manual_dir else None
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+        builder = make_builder(config)
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
   return builder
 
 
