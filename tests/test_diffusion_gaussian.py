@@ -36,7 +36,10 @@ def column(values):
 
 
 def reference_tables(betas):
-  """Posterior of x_{t-1} from the product N(x_{t-1}; sqrt(abar_{t-1}) x0, 1 - abar_{t-1}) N(x_t; sqrt(a_t) x_{t-1}, b_t)."""
+  """Posterior of x_{t-1} by completing the square.
+
+  q(x_{t-1} | x_t, x0) is proportional to N(x_{t-1}; sqrt(abar_{t-1}) x0, 1 - abar_{t-1}) N(x_t; sqrt(a_t) x_{t-1}, b_t).
+  """
   alpha_bar = np.cumprod(1.0 - betas)
   alpha_bar_prev = np.concatenate([[1.0], alpha_bar[:-1]])
   with np.errstate(divide="ignore"):

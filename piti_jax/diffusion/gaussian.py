@@ -142,12 +142,13 @@ class GaussianDiffusion:
 
   def pred_xstart_from_eps(self, x_t: Array, t: Array, eps: Array) -> Array:
     """x0 = sqrt(1 / abar) x_t - sqrt(1 / abar - 1) eps."""
-    return _at(self.sqrt_recip_alphas_cumprod, t, x_t.ndim) * x_t - _at(self.sqrt_recipm1_alphas_cumprod, t, x_t.ndim) * eps
+    ndim = x_t.ndim
+    return _at(self.sqrt_recip_alphas_cumprod, t, ndim) * x_t - _at(self.sqrt_recipm1_alphas_cumprod, t, ndim) * eps
 
   def pred_eps_from_xstart(self, x_t: Array, t: Array, x0: Array) -> Array:
     """eps = (sqrt(1 / abar) x_t - x0) / sqrt(1 / abar - 1)."""
-    return (_at(self.sqrt_recip_alphas_cumprod, t, x_t.ndim) * x_t - x0) / _at(self.sqrt_recipm1_alphas_cumprod, t,
-                                                                                x_t.ndim)
+    ndim = x_t.ndim
+    return (_at(self.sqrt_recip_alphas_cumprod, t, ndim) * x_t - x0) / _at(self.sqrt_recipm1_alphas_cumprod, t, ndim)
 
   def pred_xstart_from_v(self, x_t: Array, t: Array, v: Array) -> Array:
     """x0 = sqrt(abar) x_t - sqrt(1 - abar) v."""
