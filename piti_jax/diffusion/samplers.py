@@ -20,6 +20,7 @@ from piti_jax.diffusion.gaussian import GaussianDiffusion, make_diffusion
 from piti_jax.errors import PitiError
 
 ModelFn = Callable[[Array, Array], Array]
+SPACINGS = ("logsnr", "time_uniform", "time_quadratic")  # DPM-Solver++ step placements
 
 
 def _start(diffusion: GaussianDiffusion, shape: Sequence[int], key: Array, temperature: float,
@@ -106,9 +107,6 @@ def dynamic_threshold(x0: Array, ratio: float = 0.995, max_value: float = 1.0) -
   s = jnp.maximum(jnp.quantile(flat, ratio, axis=1), max_value)
   s = s.reshape((-1,) + (1,) * (x0.ndim - 1))
   return jnp.clip(x0, -s, s) / s
-
-
-SPACINGS = ("logsnr", "time_uniform", "time_quadratic")
 
 
 def _solver_grid(diffusion: GaussianDiffusion, steps: int, spacing: str) -> tuple[Array, Array, Array, Array]:
