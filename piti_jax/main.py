@@ -23,6 +23,8 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (mu
 # mode -> "module:function"; a runner has the signature run(config, workdir) -> None.
 RUNNERS = {
     "diffusion_check": "piti_jax.diffusion.selfcheck:run",
+    "pretrain": "piti_jax.train.loop:run",
+    "finetune": "piti_jax.train.loop:run",
 }
 
 

@@ -10,10 +10,10 @@ Fields (all overridable on the command line, e.g. `--config.train.num_steps=1000
   model.dtype          compute dtype "float32" | "bfloat16" (params stay float32).
   diffusion.*          schedule ("cosine" base, "linear" upsampler), num_timesteps,
                        timestep_sampler ("loss-second-moment" base, "uniform" upsampler).
-  data.*               the data pipeline's config (piti_jax.data.pipeline).
+  data.*               the data pipeline's config (piti_jax.data.config); data.uncond_p is the
+                       probability of the null condition per example (classifier-free guidance).
   train.trainable      comma-separated parameter path prefixes that are trained ("" = all;
                        "encoder" = stage 1); everything else is frozen (no grads/opt state/EMA).
-  train.uncond_p       probability of the null condition per example (classifier-free guidance).
   train.ema_rates      EMA rates of the trained parameters.
   train.global_batch_size, num_steps, log_every, save_every, eval_every, eval_batches,
   train.sample_every, sample_batch_size, keep_checkpoints,
@@ -29,6 +29,8 @@ Fields (all overridable on the command line, e.g. `--config.train.num_steps=1000
 """
 
 import ml_collections
+
+from piti_jax.data.config import default_data_config
 
 
 def init_entry(path: str = "", tree: str = "ema_0.9999", prefixes: str = "") -> ml_collections.ConfigDict:
@@ -49,11 +51,11 @@ def default_config() -> ml_collections.ConfigDict:
   config.diffusion = ml_collections.ConfigDict({
       "schedule": "cosine", "num_timesteps": 1000, "timestep_sampler": "loss-second-moment"})
 
-  config.data = ml_collections.ConfigDict()
+  config.data = default_data_config()
+  config.data.uncond_p = 0.2
 
   config.train = ml_collections.ConfigDict({
       "trainable": "",
-      "uncond_p": 0.2,
       "ema_rates": (0.9999,),
       "global_batch_size": 128,
       "num_steps": 200_000,
@@ -89,8 +91,55 @@ def set_upsampler(config: ml_collections.ConfigDict, preset: str) -> None:
   config.diffusion.schedule = "linear"
   config.diffusion.timestep_sampler = "uniform"
   config.train.trainable = ""
-  config.train.uncond_p = 0.0
+  config.data.uncond_p = 0.0
   config.optim.lr = 1e-5
   config.adversarial.enabled = True
   config.sample.respacing = "fast27"
   config.sample.temperature = 0.997
+
+
+BASE_STAGES = ("stage1", "stage1_cont", "stage2")
+
+
+def set_base_stage(config: ml_collections.ConfigDict, stage: str) -> None:
+  """The reference's two-stage base finetune (PITI_SPEC.md section 5).
+
+  stage1:      encoder only against the frozen prior decoder, uncond_p 0, lr 3.5e-5, 200k steps;
+               init.prior (decoder) must point at the pretrained prior.
+  stage1_cont: encoder only, uncond_p 0.2, lr 2e-5, 60k steps; decoder from the prior, encoder
+               from stage 1's EMA (init.stage1).
+  stage2:      everything, uncond_p 0.2, lr 3.5e-5; decoder re-initialised from the prior,
+               encoder from stage 1-cont's EMA (init.stage1).
+  """
+  ema = f"ema_{config.train.ema_rates[0]:g}"
+  config.mode = "finetune"
+  config.init.prior = init_entry(tree=ema, prefixes="decoder")
+  if stage == "stage1":
+    config.train.trainable = "encoder"
+    config.data.uncond_p = 0.0
+    config.optim.lr = 3.5e-5
+    config.train.num_steps = 200_000
+  elif stage == "stage1_cont":
+    config.train.trainable = "encoder"
+    config.data.uncond_p = 0.2
+    config.optim.lr = 2e-5
+    config.train.num_steps = 60_000
+    config.init.stage1 = init_entry(tree=ema, prefixes="encoder")
+  elif stage == "stage2":
+    config.train.trainable = ""
+    config.data.uncond_p = 0.2
+    config.optim.lr = 3.5e-5
+    config.train.num_steps = 1_000_000
+    config.init.stage1 = init_entry(tree=ema, prefixes="encoder")
+  else:
+    raise ValueError(f"unknown base stage {stage!r}; use one of {BASE_STAGES}")
+
+
+def parse_job(arg: str, jobs: tuple[str, ...]) -> str:
+  """The job named by a config argument (`configs/x.py:<job>`), checked against `jobs`."""
+  from piti_jax.errors import PitiError  # pylint: disable=import-outside-toplevel
+
+  job = arg or jobs[0]
+  if job not in jobs:
+    raise PitiError(f"unknown config argument {job!r}; this config file takes one of: {', '.join(jobs)}.")
+  return job

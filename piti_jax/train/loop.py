@@ -50,9 +50,10 @@ def model_template(config: ml_collections.ConfigDict) -> ModelTemplate:
   """Template of the diffusion model of `config.model` (preset + overrides, compute dtype)."""
   from piti_jax.models import presets  # pylint: disable=import-outside-toplevel
 
-  overrides = dict(config.model.overrides)
+  model_config = presets.get_config(config.model.preset, **dict(config.model.overrides))
   dtype = _dtype(config.model.dtype)
-  return ModelTemplate(lambda rngs: presets.create_model(config.model.preset, rngs=rngs, dtype=dtype, **overrides))
+  return ModelTemplate(lambda rngs: presets.build_model(model_config, rngs=rngs, dtype=dtype),
+                       lambda: presets.abstract_model(model_config, dtype))
 
 
 def discriminator_template(config: ml_collections.ConfigDict) -> ModelTemplate:
@@ -73,7 +74,7 @@ def trainable_prefixes(config: ml_collections.ConfigDict) -> tuple[str, ...]:
 def objective_config(config: ml_collections.ConfigDict) -> objectives.ObjectiveConfig:
   adv = config.adversarial
   return objectives.ObjectiveConfig(
-      uncond_p=config.train.uncond_p, adversarial=adv.enabled, adversarial_start=adv.start_step,
+      adversarial=adv.enabled, adversarial_start=adv.start_step,
       perceptual_weight=adv.perceptual_weight, adversarial_weight=adv.adversarial_weight,
       gradient_penalty_weight=adv.gradient_penalty_weight)
 
@@ -104,17 +105,19 @@ class Trainer:
     adversarial = config.adversarial.enabled
     self.disc_template = discriminator_template(config) if adversarial else None
     self.disc_tx = optimizer_lib.make_discriminator_optimizer(config.adversarial.disc_lr) if adversarial else None
-    self.extras, extras_shardings, vgg_graphdef = {}, {}, None
+    self.extras = {"nan_at_step": jax.device_put(jnp.int32(-1), self.replicated)}
+    extras_shardings, vgg_graphdef = {"nan_at_step": self.replicated}, None
     if adversarial:
       from piti_jax.models.vgg import load_vgg_features  # pylint: disable=import-outside-toplevel
 
       vgg_graphdef, vgg_state = nnx.split(load_vgg_features(config.adversarial.vgg_path or None))
-      extras_shardings = {"vgg": jax.tree.map(lambda _: self.replicated, vgg_state)}
-      self.extras = {"vgg": jax.device_put(vgg_state, extras_shardings["vgg"])}
-    self.step_config = step_lib.StepConfig(ema_rates=self.ema_rates, objective=objective_config(config),
-                                           debug_inject_nan_at_step=config.train.debug_inject_nan_at_step)
+      extras_shardings["vgg"] = jax.tree.map(lambda _: self.replicated, vgg_state)
+      self.extras["vgg"] = jax.device_put(vgg_state, extras_shardings["vgg"])
+    self.step_config = step_lib.StepConfig(ema_rates=self.ema_rates, objective=objective_config(config))
     self.models = step_lib.StepModels(self.template, self.disc_template, vgg_graphdef)
-    self.abstract_state = jax.eval_shape(self._new_state, jax.random.key_data(jax.random.key(0)), abstract)
+    abstract_disc = self.disc_template.abstract_params() if adversarial else {}
+    self.abstract_state = jax.eval_shape(self._new_state, jax.random.key_data(jax.random.key(0)), abstract,
+                                         abstract_disc)
     self.state_shardings = state_lib.state_shardings(
         self.abstract_state, mesh, param_shardings=self.trainable_shardings,
         frozen_shardings=self.frozen_shardings,
@@ -124,28 +127,33 @@ class Trainer:
     self._train_step = None
     self._validation_step = None
     self._sample_fn = None
+    self._build_state = None
 
   # State.
 
-  def _new_state(self, rng: jax.Array, params: dict) -> state_lib.TrainState:
-    key = jax.random.wrap_key_data(rng)
-    run_key, disc_key = jax.random.split(key)
+  def _new_state(self, rng: jax.Array, params: dict, disc_params: dict) -> state_lib.TrainState:
     trainable, frozen = split_by_prefixes(params, self.prefixes)
     sampler = timestep_sampler.init_sampler_state(self.config.diffusion.timestep_sampler,
                                                   self.config.diffusion.num_timesteps)
-    disc_params = self.disc_template.init_params(disc_key) if self.disc_template is not None else {}
-    return state_lib.new_train_state(rng=jax.random.key_data(run_key), params=trainable, frozen=frozen,
+    return state_lib.new_train_state(rng=rng, params=trainable, frozen=frozen,
                                      ema_rates=self.ema_rates, tx=self.tx, sampler=sampler,
                                      disc_params=disc_params, disc_tx=self.disc_tx)
 
   def create_state(self) -> state_lib.TrainState:
     """A fresh state: random init, then the config.init entries, sharded on the mesh."""
-    key = jax.random.key(self.config.seed)
-    model_key, state_key = jax.random.split(key)
-    params = jax.jit(self.template.init_params, out_shardings=self.param_shardings)(model_key)
-    params = init_sources.apply_init_sources(params, self.config.init, self.template, self.param_shardings)
-    build = jax.jit(self._new_state, out_shardings=self.state_shardings, donate_argnums=(1,))
-    return build(jax.random.key_data(state_key), params)
+    return self.create_state_for(self.config.seed, self.config.init)
+
+  def create_state_for(self, seed: int, init: ml_collections.ConfigDict) -> state_lib.TrainState:
+    """`create_state` with another seed / init entries (the jitted initialisers are reused)."""
+    if self._build_state is None:
+      self._build_state = jax.jit(self._new_state, out_shardings=self.state_shardings, donate_argnums=(1, 2))
+    model_key, state_key, disc_key = jax.random.split(jax.random.key(seed), 3)
+    params = jax.device_put(self.template.init_params(model_key), self.param_shardings)
+    params = init_sources.apply_init_sources(params, init, self.template, self.param_shardings)
+    disc_params = {}
+    if self.disc_template is not None:
+      disc_params = jax.device_put(self.disc_template.init_params(disc_key), self.state_shardings.disc_params)
+    return self._build_state(jax.random.key_data(state_key), params, disc_params)
 
   def abstract_sharded_state(self) -> state_lib.TrainState:
     """ShapeDtypeStructs with shardings, the restore target of checkpoints."""
@@ -189,8 +197,12 @@ class Trainer:
                                                    temperature=sample.temperature)
     return self._sample_fn
 
-  def step(self, state: state_lib.TrainState, batch: dict[str, jax.Array]):
-    return self.train_step(state, batch, self.extras)
+  def step(self, state: state_lib.TrainState, batch: dict[str, jax.Array], nan_at_step: int = -1):
+    """One train step; `nan_at_step` >= 0 makes the loss NaN at that step (fault-path tests)."""
+    extras = self.extras
+    if nan_at_step >= 0:
+      extras = {**extras, "nan_at_step": jax.device_put(jnp.int32(nan_at_step), self.replicated)}
+    return self.train_step(state, batch, extras)
 
   def sample_params(self, state: state_lib.TrainState) -> dict:
     """Complete parameters used for samples: the first EMA average plus the frozen part."""
@@ -202,7 +214,7 @@ class Trainer:
 # a resumed run, the benchmark) reuse the compiled step.
 _LOOP_ONLY_FIELDS = {
     "train": ("num_steps", "log_every", "save_every", "eval_every", "eval_batches", "sample_every",
-              "keep_checkpoints", "sample_batch_size"),
+              "keep_checkpoints", "sample_batch_size", "debug_inject_nan_at_step"),
     "": ("seed", "init", "mode"),
 }
 _TRAINERS: dict[tuple, Trainer] = {}
@@ -272,7 +284,7 @@ class _Run:
     latest = self.checkpointer.latest_step()
     if latest is None:
       logging.info("starting a new run in %s", self.workdir)
-      return self.trainer.create_state()
+      return self.trainer.create_state_for(self.config.seed, self.config.init)
     logging.info("resuming %s from step %d", self.workdir, latest)
     return self.checkpointer.restore(latest, self.trainer.abstract_sharded_state(), self.data)
 
@@ -295,10 +307,11 @@ class _Run:
 
   def validate(self, step: int, state: state_lib.TrainState) -> None:
     values = []
-    iterator = self.make_eval_data()
-    for index in range(self.train_cfg.eval_batches):
-      batch = self.trainer.global_batch(next(iterator))
-      values.append(self.trainer.validation_step(state, batch, jnp.int32(index)))
+    for index, local in zip(range(self.train_cfg.eval_batches), self.make_eval_data()):
+      values.append(self.trainer.validation_step(state, self.trainer.global_batch(local), jnp.int32(index)))
+    if not values:
+      raise PitiError(f"the eval split has less than one batch of {self.train_cfg.global_batch_size} examples; "
+                      "use a larger eval split or set train.eval_every=0.")
     means = {k: float(np.mean([v[k] for v in jax.device_get(values)])) for k in values[0]}
     self.history.append((step, means))
     self.writer.write_scalars(step, means)
@@ -329,7 +342,7 @@ class _Run:
     try:
       while step < cfg.num_steps:
         batch = self.trainer.global_batch(next(self.data))
-        state, step_metrics = self.trainer.step(state, batch)
+        state, step_metrics = self.trainer.step(state, batch, cfg.debug_inject_nan_at_step)
         step += 1
         self.buffer.add(step, step_metrics)
         progress(step)

@@ -25,13 +25,10 @@ Batch = dict[str, jax.Array]
 class ObjectiveConfig:
   """Static settings of the loss.
 
-  uncond_p: probability of replacing a condition by the null condition (ones image, or
-    the empty caption) per example.
   adversarial: add the perceptual and adversarial terms and train the discriminator.
   adversarial_start: first step at which those terms are on.
   perceptual_weight, adversarial_weight, gradient_penalty_weight: 0.004, 0.01, 10 in the reference.
   """
-  uncond_p: float = 0.0
   adversarial: bool = False
   adversarial_start: int = 100
   perceptual_weight: float = 0.004
@@ -55,20 +52,6 @@ def null_condition(cond: Any) -> Any:
   if isinstance(cond, dict):
     return {"tokens": cond["tokens"], "mask": jnp.zeros_like(cond["mask"])}
   return jnp.ones_like(cond)
-
-
-def drop_condition(cond: Any, key: jax.Array, uncond_p: float) -> Any:
-  """Replaces each example's condition by the null condition with probability `uncond_p`."""
-  if uncond_p <= 0:
-    return cond
-  batch_size = jax.tree.leaves(cond)[0].shape[0]
-  drop = jax.random.bernoulli(key, uncond_p, (batch_size,))
-  null = null_condition(cond)
-
-  def choose(real, empty):
-    return jnp.where(drop.reshape((-1,) + (1,) * (real.ndim - 1)), empty, real)
-
-  return jax.tree.map(choose, cond, null)
 
 
 def perceptual_distance(vgg: Callable[[jax.Array], jax.Array], fake: jax.Array, real: jax.Array) -> jax.Array:

@@ -74,13 +74,23 @@ def merge_trees(*trees: ParamTree) -> ParamTree:
 class ModelTemplate:
   """The static side of an NNX model: graph definition plus abstract parameters.
 
-  Built once from a constructor without allocating weights (`nnx.eval_shape`).
-  `merge(params)` rebuilds a live module from a parameter tree inside or outside jit.
+  Built once without allocating weights. `merge(params)` rebuilds a live module from a
+  parameter tree inside or outside jit; `init_params(key)` draws fresh weights on the host
+  (outside jit: the models draw their initial weights with NumPy).
+
+  Args:
+    constructor: rngs -> a freshly initialised module.
+    abstract_constructor: () -> the same module with ShapeDtypeStruct parameters; default
+      `nnx.eval_shape` of `constructor`.
   """
 
-  def __init__(self, constructor: Callable[[nnx.Rngs], nnx.Module]):
+  def __init__(self, constructor: Callable[[nnx.Rngs], nnx.Module],
+               abstract_constructor: Callable[[], nnx.Module] | None = None):
     self._constructor = constructor
-    abstract = nnx.eval_shape(lambda: constructor(nnx.Rngs(0)))
+    if abstract_constructor is None:
+      abstract = nnx.eval_shape(lambda: constructor(nnx.Rngs(0)))
+    else:
+      abstract = abstract_constructor()
     self.graphdef, params_state, other_state = nnx.split(abstract, nnx.Param, ...)
     other = [".".join(map(str, k)) for k, _ in nnx.to_flat_state(other_state)]
     if other:
@@ -93,7 +103,7 @@ class ModelTemplate:
     return list(self._variables)
 
   def init_params(self, key: jax.Array) -> ParamTree:
-    """Fresh parameters from the model's own initialisers (jittable)."""
+    """Fresh parameters from the model's own initialisers (host call, not jittable)."""
     return self.params_of(self._constructor(nnx.Rngs(key)))
 
   def params_of(self, model: nnx.Module) -> ParamTree:

@@ -34,11 +34,9 @@ class StepConfig:
 
   ema_rates: rates of the parameter averages.
   objective: loss settings (objectives.ObjectiveConfig).
-  debug_inject_nan_at_step: make the loss NaN at this step (tests of the fault path); -1 = never.
   """
   ema_rates: tuple[float, ...]
   objective: objectives.ObjectiveConfig
-  debug_inject_nan_at_step: int = -1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,16 +68,21 @@ def _keep_if(bad: jax.Array, new: Any, old: Any) -> Any:
 
 def make_train_step(models: StepModels, diffusion: GaussianDiffusion, tx: optax.GradientTransformation,
                     disc_tx: optax.GradientTransformation | None, config: StepConfig) -> Callable:
-  """train_step(state, batch, extras) -> (state, metrics); not yet jitted (see `jit_train_step`)."""
+  """train_step(state, batch, extras) -> (state, metrics); not yet jitted (see `jit_train_step`).
+
+  extras: {"nan_at_step": int32 () step whose loss is made NaN (tests of the fault path; -1 =
+  never), "vgg": VGG feature weights (adversarial configs)}. Runtime values, so changing them
+  does not recompile.
+  """
   objective = config.objective
 
   def train_step(state: TrainState, batch: dict[str, jax.Array], extras: dict[str, Any]):
     key = _rng_key(state)
-    k_time, k_noise, k_uncond, k_dropout, k_penalty = jax.random.split(key, 5)
+    k_time, k_noise, k_dropout, k_penalty = jax.random.split(key, 4)
     images = batch["image"]
     t, weights = timestep_sampler.sample_timesteps(state.sampler, k_time, images.shape[0])
     noise = jax.random.normal(k_noise, images.shape, images.dtype)
-    cond = objectives.drop_condition(objectives.condition_of(batch), k_uncond, objective.uncond_p)
+    cond = objectives.condition_of(batch)  # null conditions (uncond_p) are drawn by the data pipeline
     discriminator = vgg = None
     if objective.adversarial:
       discriminator = models.discriminator.merge(state.disc_params)
@@ -91,8 +94,7 @@ def make_train_step(models: StepModels, diffusion: GaussianDiffusion, tx: optax.
           model, diffusion, batch, t=t, weights=weights, noise=noise, cond=cond, dropout_key=k_dropout,
           step=state.step, config=objective, discriminator=discriminator, vgg=vgg)
       loss = jnp.mean(losses["loss"])
-      if config.debug_inject_nan_at_step >= 0:
-        loss = loss + jnp.where(state.step == config.debug_inject_nan_at_step, jnp.nan, 0.0)
+      loss = loss + jnp.where(state.step == extras["nan_at_step"], jnp.nan, 0.0)
       return loss, losses
 
     (loss, losses), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
