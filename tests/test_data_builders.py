@@ -271,3 +271,81 @@ def test_text_pairs_from_a_prepared_tfds_coco_captions(tmp_path):
   assert sorted(e["caption"].decode() for e in examples) == ["caption 0", "caption 1", "caption 2"]
   assert examples[0]["image"].shape == (20, 30, 3)
   assert builder.info.splits["validation"].num_examples == 2
+
+
+def _random_hed_npz(path):
+  from piti_jax.data import hed
+
+  rng = np.random.default_rng(9)
+  weights = {}
+  for key, shape in hed.expected_shapes().items():
+    fan_in = int(np.prod(shape[1:])) if len(shape) == 4 else 1
+    scale = np.sqrt(2.0 / fan_in) if len(shape) == 4 else 0.01
+    weights[key.replace("net", "module", 1)] = (rng.normal(size=shape) * scale).astype(np.float32)
+  weights["moduleCombine.0.weight"] *= 0.03
+  np.savez(path, **weights)
+  return weights
+
+
+def _numpy_hed(weights, image):
+  """Direct NumPy HED forward (NCHW, im2col) as an independent reference."""
+  from piti_jax.data import hed
+
+  def conv(x, key, pad):
+    kernel, bias = weights[key + ".weight"], weights[key + ".bias"]
+    size = kernel.shape[-1]
+    x = np.pad(x, ((0, 0), (pad, pad), (pad, pad)))
+    height, width = x.shape[1] - size + 1, x.shape[2] - size + 1
+    patches = np.stack([x[:, i:i + height, j:j + width] for i in range(size) for j in range(size)], axis=1)
+    return np.einsum("cphw,ocp->ohw", patches, kernel.reshape(kernel.shape[0], kernel.shape[1], -1)) + bias[:, None,
+                                                                                                             None]
+
+  def upsample(score, height, width):  # bilinear, half-pixel centres, edges clamped
+    def axis_weights(out_size, in_size):
+      position = np.clip((np.arange(out_size) + 0.5) * in_size / out_size - 0.5, 0, in_size - 1)
+      low = np.floor(position).astype(int)
+      high = np.minimum(low + 1, in_size - 1)
+      matrix = np.zeros((out_size, in_size))
+      matrix[np.arange(out_size), low] += 1 - (position - low)
+      matrix[np.arange(out_size), high] += position - low
+      return matrix
+    return axis_weights(height, score.shape[0]) @ score @ axis_weights(width, score.shape[1]).T
+
+  height, width = image.shape[:2]
+  x = image[..., ::-1].astype(np.float64).transpose(2, 0, 1) - np.asarray(hed.CAFFE_MEAN_BGR)[:, None, None]
+  scores = []
+  for stage, (name, indices, _) in enumerate(hed.STAGES):
+    if stage:
+      x = x.reshape(x.shape[0], x.shape[1] // 2, 2, x.shape[2] // 2, 2).max(axis=(2, 4))
+    for index in indices:
+      x = np.maximum(conv(x, f"module{name}.{index}", 1), 0.0)
+    scores.append(upsample(conv(x, f"module{hed.SCORES[stage]}", 0)[0], height, width))
+  fused = conv(np.stack(scores), "moduleCombine.0", 0)[0]
+  return 1.0 / (1.0 + np.exp(-fused))
+
+
+def test_hed_matches_a_numpy_reference_and_builds_hed_sketches(tmp_path):
+  from piti_jax.data import hed
+
+  weights = _random_hed_npz(tmp_path / "hed.npz")
+  image = np.random.default_rng(10).integers(0, 255, (32, 48, 3), dtype=np.uint8)
+  detector = hed.HedDetector(str(tmp_path / "hed.npz"))
+  expected = _numpy_hed(weights, image)
+  assert 0.05 < (expected > 0.6).mean() < 0.95  # neither saturated nor empty
+  np.testing.assert_allclose(detector.probability(image), expected, atol=2e-4)
+  clear = np.abs(expected - 0.6) > 1e-3  # away from the threshold, where round-off cannot flip a pixel
+  np.testing.assert_array_equal(detector(image)[clear], np.where(expected > 0.6, 255, 0)[clear])
+  with pytest.raises(PitiError, match="not an HED"):
+    np.savez(tmp_path / "bad.npz", **{"moduleVggOne.0.weight": np.zeros((3, 3, 3, 3), np.float32)})
+    hed.HedDetector(str(tmp_path / "bad.npz"))
+  for folder in ("train2017", "val2017"):
+    os.makedirs(tmp_path / "raw" / folder)
+    Image.fromarray(image).save(tmp_path / "raw" / folder / "0.png")
+  config = _config("coco_sketch", tmp_path / "tfds", tmp_path / "raw", task="sketch", edge_detector="hed",
+                   hed_weights=str(tmp_path / "hed.npz"))
+  sources = prepare_dataset(config).as_data_source()
+  sketch = sources["validation"][0]["sketch"][..., 0]
+  assert sketch.shape == (256, 256) and set(np.unique(sketch)) == {0, 255}
+  np.testing.assert_array_equal(sources["train"][0]["sketch"][..., 0], sketch)  # same picture, same sketch
+  with pytest.raises(PitiError, match="needs data.hed_weights"):
+    prepare_dataset(_config("coco_sketch", tmp_path / "tfds2", tmp_path / "raw", task="sketch", edge_detector="hed"))

@@ -8,7 +8,7 @@ DATASETS = ("shapes", "coco_stuff", "ade20k", "coco_sketch", "diode", "text_pair
 TASKS = ("mask", "sketch", "depth", "text")
 CONDITION_CHANNELS = {"mask": 3, "sketch": 1, "depth": 6}
 TEXT_FORMATS = ("tsv", "folder", "webdataset", "coco_captions")
-EDGE_DETECTORS = ("canny",)
+EDGE_DETECTORS = ("canny", "hed")
 DEGRADATIONS = ("bsrgan_light", "bicubic")
 
 
@@ -41,8 +41,9 @@ def default_data_config() -> ml_collections.ConfigDict:
     max_text_len: token sequence length L (GLIDE uses 128).
     train_size, val_size, seed: size and seed of the generated `shapes` dataset.
     text_format: layout of the text_pairs source, one of TEXT_FORMATS.
-    edge_detector: coco_sketch edge detector, one of EDGE_DETECTORS ("canny" needs no weights).
-    hed_weights: PyTorch HED (BSDS) state-dict file for edge_detector="hed".
+    edge_detector: coco_sketch edge detector: "canny" (no weights) or "hed" (needs hed_weights).
+    hed_weights: HED BSDS500 weights for edge_detector="hed": the PyTorch port's state-dict file
+      (network-bsds500.pytorch; reading it needs PyTorch) or an .npz with the same keys.
   """
   config = ml_collections.ConfigDict()
   config.name = "shapes"
@@ -103,3 +104,6 @@ def check_data_config(config: ml_collections.ConfigDict) -> None:
     raise PitiError(f"data.text_format={config.text_format!r} is unknown; choose one of {TEXT_FORMATS}.")
   if config.edge_detector not in EDGE_DETECTORS:
     raise PitiError(f"data.edge_detector={config.edge_detector!r} is unknown; choose one of {EDGE_DETECTORS}.")
+  if config.name == "coco_sketch" and config.edge_detector == "hed" and not config.hed_weights:
+    raise PitiError("data.edge_detector='hed' needs data.hed_weights, the path of HED's BSDS500 weights "
+                    "(network-bsds500.pytorch or a converted .npz); or use data.edge_detector='canny'.")

@@ -3,7 +3,8 @@
 manual_dir layout: train2017/*.jpg and val2017/*.jpg (COCO 2017 images).
 As PITI's preprocess_sketch: the RGB image is resized to 256x256 (bicubic) and its edges are
 detected there; examples hold the 256x256 image (PNG) and the binary sketch (255 on edges).
-Edge detectors (builder configs): "canny" (`piti_jax.data.edges`, no weights).
+Edge detectors (builder configs): "canny" (`piti_jax.data.edges`, no weights) and "hed"
+(`piti_jax.data.hed`, BSDS500 weights from a local file, edge probability > 0.6 as PITI).
 """
 
 import dataclasses
@@ -36,7 +37,13 @@ class CocoSketch(LocalFilesBuilder):
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First version."}
-  BUILDER_CONFIGS = [CocoSketchConfig(name="canny", detector="canny", description="Canny-style edges, no weights")]
+  BUILDER_CONFIGS = [CocoSketchConfig(name="canny", detector="canny", description="Canny-style edges, no weights"),
+                     CocoSketchConfig(name="hed", detector="hed", description="HED (BSDS500) edges > 0.6")]
+
+  def __init__(self, *, hed_weights: str = "", **kwargs):
+    super().__init__(**kwargs)
+    self._hed_weights = os.path.expanduser(hed_weights) if hed_weights else ""
+    self._detector = None
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self._info_with_metadata(
@@ -53,7 +60,16 @@ class CocoSketch(LocalFilesBuilder):
     return {split: self._generate_examples(split, folder) for split, folder in SPLITS.items()}
 
   def _detect(self, image: np.ndarray) -> np.ndarray:
-    return edges.canny_sketch(image)
+    """uint8 (256, 256, 3) -> binary sketch uint8 (256, 256)."""
+    if self.builder_config.detector == "canny":
+      return edges.canny_sketch(image)
+    if self._detector is None:
+      if not self._hed_weights:
+        raise PitiError("coco_sketch (hed) needs hed_weights, the path of HED's BSDS500 weights.")
+      from piti_jax.data.hed import HedDetector
+
+      self._detector = HedDetector(self._hed_weights)
+    return self._detector(image)
 
   def _generate_examples(self, split: str, folder: str):
     start = len(self.bad_inputs.skipped)
@@ -73,4 +89,5 @@ class CocoSketch(LocalFilesBuilder):
 
 def builder_from_config(config) -> CocoSketch:
   return CocoSketch(data_dir=os.path.expanduser(config.data_dir), config=config.edge_detector,
-                    manual_dir=config.manual_dir, on_bad_example=config.on_bad_example, file_format="array_record")
+                    hed_weights=config.hed_weights, manual_dir=config.manual_dir,
+                    on_bad_example=config.on_bad_example, file_format="array_record")
