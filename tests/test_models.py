@@ -1,0 +1,270 @@
+"""Forward behaviour of the tiny presets: shapes, zero init, encoder reuse, dtypes, dropout, layers."""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from piti_jax.errors import PitiError
+from piti_jax.models import create_model
+from piti_jax.models.layers import Init, qkv_attention, resize_bilinear, timestep_embedding
+
+BATCH = 2
+
+
+def _perturbed(model, seed: int):
+  """The model with every parameter moved by N(0, 0.02^2), so zero-initialised layers act too."""
+  graphdef, state = nnx.split(model)
+  rng = np.random.default_rng(seed)
+  state = jax.tree.map(lambda x: x + jnp.asarray(0.02 * rng.standard_normal(x.shape), jnp.float32), state)
+  return nnx.merge(graphdef, state)
+
+
+@nnx.jit
+def _run_both_ways(model, x, t, cond):
+  """(output from cond, output from encode(cond) passed as encoded, the encoding)."""
+  encoded = model.encode(cond)
+  return model(x, t, cond), model(x, t, encoded=encoded), encoded
+
+
+@nnx.jit
+def _run_train(model, x, t, cond, key):
+  return model(x, t, cond, train=True, rngs=nnx.Rngs(dropout=key))
+
+
+@nnx.jit
+def _run_upsampler(model, x, t, cond, low_res):
+  return model(x, t, cond, low_res=low_res)
+
+
+def _inputs(seed: int = 0, image: int = 64):
+  rng = np.random.default_rng(seed)
+  x = jnp.asarray(rng.standard_normal((BATCH, image, image, 3)), jnp.float32)
+  t = jnp.asarray([3.0, 781.25], jnp.float32)
+  cond = jnp.asarray(rng.uniform(-1, 1, (BATCH, 256, 256, 3)), jnp.float32)
+  return x, t, cond
+
+
+def _text_cond(seed: int = 0):
+  rng = np.random.default_rng(seed)
+  mask = np.arange(128)[None] < np.array([[7], [90]])
+  return {"tokens": jnp.asarray(rng.integers(0, 50257, (BATCH, 128)), jnp.int32), "mask": jnp.asarray(mask)}
+
+
+@functools.cache
+def _piti_fresh():
+  return create_model("tiny_piti64", rngs=nnx.Rngs(0))
+
+
+@functools.cache
+def _piti_perturbed():
+  return _perturbed(_piti_fresh(), 1)
+
+
+@functools.cache
+def _piti_outputs():
+  """Outputs of the perturbed tiny PITI model on fixed inputs (float32, eval mode)."""
+  return _run_both_ways(_piti_perturbed(), *_inputs())
+
+
+def _relative_error(a, b) -> float:
+  return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
+
+
+def test_fresh_unet_outputs_zeros():
+  out, _, (tokens, pooled) = _run_both_ways(_piti_fresh(), *_inputs())
+  assert out.shape == (BATCH, 64, 64, 6) and out.dtype == jnp.float32
+  assert not np.any(np.asarray(out))
+  assert tokens.shape == (BATCH, 256, 64) and pooled.shape == (BATCH, 64)
+  assert float(jnp.std(tokens)) > 0.1
+
+
+def test_zero_init_only_where_the_reference_zero_inits():
+  state = dict(nnx.to_flat_state(nnx.state(_piti_fresh(), nnx.Param)))
+  layers = {path[:-1] for path in state if path[-1] == "kernel"}  # Linear and Conv layers (not norms)
+  zero = {path for path, v in state.items() if path[:-1] in layers and not np.any(np.asarray(v[...]))}
+  expected = {path for path in state if path[:-1] in layers and (
+      path[-3:-1] == ("out_layers", 3) or "proj_out" in path or path[:3] == ("decoder", "out", 2))}
+  assert zero == expected
+  assert any("proj_out" in p for p in zero) and ("decoder", "out", 2, "kernel") in zero
+
+
+def test_fresh_init_follows_pytorch_defaults():
+  model = _piti_fresh()
+  kernel = np.asarray(model.decoder.input_blocks[1][0].in_layers[2].kernel[...])
+  bound = 1.0 / math.sqrt(3 * 3 * kernel.shape[2])
+  assert np.abs(kernel).max() <= bound
+  assert abs(kernel.std() - bound / math.sqrt(3)) < 0.05 * bound
+  bias = np.asarray(model.decoder.time_embed[0].bias[...])
+  assert 0 < np.abs(bias).max() <= 1.0 / math.sqrt(32)
+  assert np.all(np.asarray(model.decoder.input_blocks[1][0].in_layers[0].scale[...]) == 1)
+  cls = np.asarray(model.encoder.cls_token[...])
+  positional = np.asarray(model.encoder.positional_embedding[...])
+  assert 0.005 < positional.std() < 0.015 and np.abs(cls).max() < 0.1
+
+
+def test_same_key_same_model_and_different_key_different_model():
+  a = create_model("tiny_piti64", rngs=nnx.Rngs(0))
+  b = create_model("tiny_piti64", rngs=nnx.Rngs(5))
+  leaves = lambda m: jax.tree.leaves(nnx.state(m, nnx.Param))
+  assert all(np.array_equal(x, y) for x, y in zip(leaves(a), leaves(_piti_fresh())))
+  assert not np.array_equal(a.encoder.cnn.conv1.kernel[...], b.encoder.cnn.conv1.kernel[...])
+
+
+def test_encoder_is_the_same_function_however_called():
+  from_cond, from_encoded, (tokens, pooled) = _piti_outputs()
+  assert float(jnp.max(jnp.abs(from_cond))) > 1e-3
+  np.testing.assert_array_equal(np.asarray(from_cond), np.asarray(from_encoded))
+  eager_tokens, eager_pooled = _piti_perturbed().encode(_inputs()[2])
+  np.testing.assert_allclose(np.asarray(eager_tokens), np.asarray(tokens), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(eager_pooled), np.asarray(pooled), rtol=1e-5, atol=1e-5)
+
+
+def test_condition_changes_output():
+  x, t, cond = _inputs()
+  out, _, _ = _piti_outputs()
+  other, _, _ = _run_both_ways(_piti_perturbed(), x, t, jnp.ones_like(cond))
+  assert _relative_error(other, out) > 1e-3
+
+
+def test_bfloat16_matches_float32():
+  model32 = _piti_perturbed()
+  graphdef, state = nnx.split(create_model("tiny_piti64", rngs=nnx.Rngs(0), dtype=jnp.bfloat16))
+  model16 = nnx.merge(graphdef, nnx.state(model32))
+  assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(nnx.state(model16, nnx.Param)))
+  out16, _, (tokens16, _) = _run_both_ways(model16, *_inputs())
+  out32, _, (tokens32, _) = _piti_outputs()
+  assert out16.dtype == jnp.float32
+  assert _relative_error(out16, out32) < 3e-2
+  assert _relative_error(tokens16, tokens32) < 3e-2
+
+
+def test_dropout_only_in_train_mode():
+  x, t, cond = _inputs()
+  model = _piti_perturbed()
+  eval_out = _piti_outputs()[0]
+  train_a = _run_train(model, x, t, cond, jax.random.key(1))
+  train_b = _run_train(model, x, t, cond, jax.random.key(2))
+  train_a_again = _run_train(model, x, t, cond, jax.random.key(1))
+  assert _relative_error(train_a, eval_out) > 1e-3
+  assert _relative_error(train_a, train_b) > 1e-3
+  np.testing.assert_array_equal(np.asarray(train_a), np.asarray(train_a_again))
+  with pytest.raises(PitiError, match="rngs"):
+    model(x, t, cond, train=True)
+
+
+def test_integer_and_float_timesteps_agree():
+  ints = jnp.asarray([0, 17, 999], jnp.int32)
+  np.testing.assert_array_equal(np.asarray(timestep_embedding(ints, 32)),
+                                np.asarray(timestep_embedding(ints.astype(jnp.float32), 32)))
+
+
+def test_timestep_embedding_is_cos_then_sin():
+  t = np.array([0.0, 1.5, 999.0])
+  dim = 7
+  half = dim // 2
+  freqs = np.exp(-math.log(10000.0) * np.arange(half) / half)
+  args = t[:, None] * freqs[None]
+  expected = np.concatenate([np.cos(args), np.sin(args), np.zeros((3, 1))], axis=1)
+  np.testing.assert_allclose(np.asarray(timestep_embedding(jnp.asarray(t), dim)), expected, atol=1e-4)
+
+
+def test_text_model_shapes_and_encoder_reuse():
+  model = _perturbed(create_model("tiny_text64", rngs=nnx.Rngs(0)), 2)
+  x, t, _ = _inputs()
+  cond = _text_cond()
+  from_cond, from_encoded, (states, pooled) = _run_both_ways(model, x, t, cond)
+  assert from_cond.shape == (BATCH, 64, 64, 6)
+  assert states.shape == (BATCH, 128, 64) and pooled.shape == (BATCH, 64)
+  np.testing.assert_array_equal(np.asarray(from_cond), np.asarray(from_encoded))
+  np.testing.assert_array_equal(np.asarray(pooled), np.asarray(states[:, -1]))
+  # Positions outside the mask see the padding embedding, so the token ids there do not matter.
+  changed = dict(cond, tokens=cond["tokens"].at[0, 100].set(5))
+  np.testing.assert_allclose(np.asarray(model.encode(changed)[0]), np.asarray(states), rtol=1e-5, atol=1e-5)
+  changed_inside = dict(cond, tokens=cond["tokens"].at[0, 3].set(5))
+  assert float(jnp.max(jnp.abs(model.encode(changed_inside)[0] - states))) > 1e-3
+
+
+def test_upsampler_uses_low_res():
+  model = _perturbed(create_model("tiny_piti_upsample64", rngs=nnx.Rngs(0)), 3)
+  x, t, cond = _inputs()
+  low_res = jnp.asarray(np.random.default_rng(4).uniform(-1, 1, (BATCH, 32, 32, 3)), jnp.float32)
+  out = _run_upsampler(model, x, t, cond, low_res)
+  assert out.shape == (BATCH, 64, 64, 6)
+  assert _relative_error(_run_upsampler(model, x, t, cond, -low_res), out) > 1e-3
+  with pytest.raises(PitiError, match="low_res"):
+    model(x, t, cond)
+  with pytest.raises(PitiError, match="low_res"):
+    _piti_fresh()(x, t, cond, low_res=low_res)
+
+
+def test_bad_calls_raise():
+  model = _piti_fresh()
+  x, t, cond = _inputs()
+  with pytest.raises(PitiError, match="exactly one"):
+    model(x, t)
+  with pytest.raises(PitiError, match="exactly one"):
+    model(x, t, cond, encoded=(None, None))
+  with pytest.raises(PitiError, match="condition must have shape"):
+    model.encode(cond[:, :128, :128])
+  with pytest.raises(PitiError, match="condition must have shape"):
+    model.encode(cond[..., :1])
+  with pytest.raises(PitiError, match="x_t must have shape"):
+    model(x[:, :32, :32], t, cond)
+  with pytest.raises(PitiError, match="text condition"):
+    create_model("tiny_text64", rngs=nnx.Rngs(0)).encode({"tokens": jnp.zeros((2, 77), jnp.int32),
+                                                          "mask": jnp.ones((2, 77), bool)})
+
+
+def _numpy_bilinear(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+  """PyTorch F.interpolate(mode="bilinear", align_corners=False), pixel by pixel. image (H, W, C)."""
+  in_h, in_w, _ = image.shape
+
+  def source(i, in_size, out_size):
+    s = max((i + 0.5) * in_size / out_size - 0.5, 0.0)
+    i0 = min(int(math.floor(s)), in_size - 1)
+    return i0, min(i0 + 1, in_size - 1), s - i0
+
+  out = np.zeros((out_h, out_w, image.shape[2]))
+  for i in range(out_h):
+    y0, y1, fy = source(i, in_h, out_h)
+    for j in range(out_w):
+      x0, x1, fx = source(j, in_w, out_w)
+      top = (1 - fx) * image[y0, x0] + fx * image[y0, x1]
+      bottom = (1 - fx) * image[y1, x0] + fx * image[y1, x1]
+      out[i, j] = (1 - fy) * top + fy * bottom
+  return out
+
+
+@pytest.mark.parametrize("in_hw,out_hw", [((8, 8), (32, 32)), ((5, 7), (13, 11)), ((13, 11), (5, 4))])
+def test_resize_bilinear_matches_pytorch_formula(in_hw, out_hw):
+  image = np.random.default_rng(0).uniform(-1, 1, (2, *in_hw, 3)).astype(np.float32)
+  got = np.asarray(resize_bilinear(jnp.asarray(image), *out_hw))
+  for b in range(2):
+    np.testing.assert_allclose(got[b], _numpy_bilinear(image[b], *out_hw), atol=1e-6)
+
+
+def test_qkv_attention_matches_softmax_reference():
+  rng = np.random.default_rng(0)
+  q = rng.standard_normal((2, 5, 3, 8)).astype(np.float32)
+  k = rng.standard_normal((2, 9, 3, 8)).astype(np.float32)
+  v = rng.standard_normal((2, 9, 3, 8)).astype(np.float32)
+  logits = np.einsum("bthd,bshd->bhts", q, k) / math.sqrt(8)
+  weights = np.exp(logits - logits.max(-1, keepdims=True))
+  weights /= weights.sum(-1, keepdims=True)
+  expected = np.einsum("bhts,bshd->bthd", weights, v)
+  np.testing.assert_allclose(np.asarray(qkv_attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v))), expected,
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_init_spec_samples():
+  rng = np.random.default_rng(0)
+  uniform = Init("uniform", 0.5).numpy_sample(rng, (4000,))
+  assert uniform.dtype == np.float32 and np.abs(uniform).max() <= 0.5 and abs(uniform.std() - 0.5 / math.sqrt(3)) < 0.01
+  normal = Init("normal", 0.01).numpy_sample(rng, (4000,))
+  assert abs(normal.std() - 0.01) < 0.001
+  assert not Init("zeros").numpy_sample(rng, (3,)).any() and (Init("ones").numpy_sample(rng, (3,)) == 1).all()
