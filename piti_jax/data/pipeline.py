@@ -12,8 +12,11 @@ conditions) or, with random_crop, resize the short side and crop a random square
 flip shared by image and condition (training); the condition stays at condition_size, the image
 is bicubic-resized to image_size; the low-res input is a degraded copy of the load_size image;
 with probability uncond_p the condition becomes all ones (or the caption becomes empty).
-Randomness comes from grain's per-record generator, so batches depend only on the seed, not on
-the number of workers, and the iterator state (get_state/set_state) resumes exactly.
+Randomness comes from grain's per-record generator (seeded from the seed and the record's position),
+so the batches are a pure function of (seed, process_index, process_count, num_workers): with
+worker processes grain groups each batch from one worker's records, so another worker count gives
+the same examples in other batches. The iterator state (get_state/set_state) resumes exactly in an
+iterator made with the same settings.
 """
 
 import dataclasses
@@ -21,6 +24,7 @@ import io
 
 import grain
 import ml_collections
+from absl import flags
 import numpy as np
 from PIL import Image
 
@@ -194,6 +198,8 @@ def _make_loader(config, *, split, global_batch_size, seed, process_index, proce
   sampler = make_sampler(len(source), seed=seed, process_index=process_index, process_count=process_count,
                          shuffle=shuffle, num_epochs=num_epochs)
   operations = [make_transform(config, augment=augment), grain.transforms.Batch(batch_size, drop_remainder=True)]
+  if config.num_workers and not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()  # grain's worker processes read absl flags; outside an absl app use defaults
   read_options = grain.ReadOptions(num_threads=config.read_threads, prefetch_buffer_size=config.prefetch_records)
   return grain.DataLoader(data_source=source, sampler=sampler, operations=operations,
                           worker_count=config.num_workers, worker_buffer_size=config.worker_buffer_size,

@@ -97,26 +97,35 @@ class Shapes(LocalBuilder):
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Everything is generated.
-    return {
-        "train": self._generate_examples(SPLIT_IDS["train"], self.builder_config.train_size),
-        "validation": self._generate_examples(SPLIT_IDS["validation"], self.builder_config.val_size),
-    }
+    sizes = {"train": self.builder_config.train_size, "validation": self.builder_config.val_size}
+    chunks = sum(-(-size // _CHUNK) for size in sizes.values())
+    workers = min(os.cpu_count() or 1, 2, chunks)
+    pool = None
+    if workers > 1:  # spawned (not forked) workers are safe next to JAX and TensorFlow threads
+      pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    remaining = [len(sizes)]
 
-  def _generate_examples(self, split: int, size: int):
-    """Generates scenes in chunks on up to two worker processes (spawned, so safe next to JAX)."""
-    chunks = [list(range(start, min(start + _CHUNK, size))) for start in range(0, size, _CHUNK)]
-    workers = min(os.cpu_count() or 1, 2, len(chunks))
+    def generate(split_name: str):
+      try:
+        yield from self._generate_examples(SPLIT_IDS[split_name], sizes[split_name], pool)
+      finally:
+        remaining[0] -= 1
+        if pool is not None and remaining[0] == 0:
+          pool.shutdown()
+
+    return {split_name: generate(split_name) for split_name in sizes}
+
+  def _generate_examples(self, split: int, size: int, pool):
+    """Generates scenes in chunks of 32, on the worker pool when there is one."""
     seed = self.builder_config.seed
-    if workers <= 1:
-      for chunk in chunks:
-        for example in _encode_chunk(seed, split, chunk):
-          yield example["index"], example
-      return
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-      for examples in pool.map(_encode_chunk, [seed] * len(chunks), [split] * len(chunks), chunks):
-        for example in examples:
-          yield example["index"], example
+    chunks = [list(range(start, min(start + _CHUNK, size))) for start in range(0, size, _CHUNK)]
+    if pool is None:
+      results = (_encode_chunk(seed, split, chunk) for chunk in chunks)
+    else:
+      results = pool.map(_encode_chunk, [seed] * len(chunks), [split] * len(chunks), chunks)
+    for examples in results:
+      for example in examples:
+        yield example["index"], example
 
 
 def make_shapes_builder(data_dir: str, *, train_size: int = 2000, val_size: int = 200, seed: int = 0) -> Shapes:
