@@ -8,45 +8,21 @@ the last. Every conv has a bias. On a 256x256 input the output is a 30x30 map of
 in +-1/sqrt(fan_in)), as in the reference, which never re-initialises the discriminator.
 """
 
-import math
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from piti_jax.models.layers import Conv2d
 
 KERNEL_SIZE = 4
 PADDING = 1
 LEAKY_SLOPE = 0.2
 NORM_EPS = 1e-5
-CONV_FSDP_DIMS = (2, 3)  # (kh, kw, in, out): shard feature dimensions, never spatial taps
 
 
-def _torch_default_uniform(fan_in: int) -> nnx.Initializer:
-  """Initializer drawing U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's conv default."""
-  bound = 1.0 / math.sqrt(fan_in)
-
-  def init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-  return init
-
-
-def _conv(in_channels: int, out_channels: int, stride: int, rngs: nnx.Rngs, dtype) -> nnx.Conv:
-  """4x4 conv with padding 1, bias, fsdp metadata on the kernel."""
-  fan_in = in_channels * KERNEL_SIZE * KERNEL_SIZE
-  init = _torch_default_uniform(fan_in)
-  return nnx.Conv(
-      in_channels,
-      out_channels,
-      kernel_size=(KERNEL_SIZE, KERNEL_SIZE),
-      strides=stride,
-      padding=((PADDING, PADDING), (PADDING, PADDING)),
-      kernel_init=init,
-      bias_init=init,
-      kernel_metadata={"fsdp_dims": CONV_FSDP_DIMS},
-      dtype=dtype,
-      rngs=rngs,
-  )
+def _conv(in_channels: int, out_channels: int, stride: int, rngs: nnx.Rngs, dtype) -> Conv2d:
+  """4x4 conv with zero padding 1 and a bias; kernel (4, 4, in, out) with fsdp metadata."""
+  return Conv2d(in_channels, out_channels, KERNEL_SIZE, stride=stride, padding=PADDING, dtype=dtype, rngs=rngs)
 
 
 def instance_norm(x: jax.Array, eps: float = NORM_EPS) -> jax.Array:
