@@ -126,3 +126,45 @@ def test_null_condition_and_unit_range():
   null = conditions.null_condition_like(condition)
   assert null.shape == condition.shape and null.dtype == np.float32 and np.all(null == 1.0)
   np.testing.assert_allclose(conditions.to_unit_range(np.array([0, 255], np.uint8)), [-1.0, 1.0])
+
+
+def test_read_condition_files(tmp_path):
+  from PIL import Image
+
+  labels = np.zeros((64, 48), np.uint8)
+  labels[10:30, 5:20] = 7
+  Image.fromarray(conditions.colorize_labels(labels, num_classes=10)).save(tmp_path / "mask.png")
+  mask = conditions.read_condition(str(tmp_path / "mask.png"), "mask", num_classes=10)
+  assert mask.shape == (256, 256, 3) and mask.dtype == np.float32
+  assert {tuple(c) for c in ((mask.reshape(-1, 3) + 1) * 127.5).round().astype(int).tolist()} == {
+      (128, 0, 0), tuple(conditions.voc_colormap()[8].tolist())}
+  sketch = np.zeros((32, 32), np.uint8)
+  sketch[16, :] = 200
+  Image.fromarray(sketch).save(tmp_path / "sketch.png")
+  condition = conditions.read_condition(str(tmp_path / "sketch.png"), "sketch", size=32)
+  assert condition.shape == (32, 32, 1) and condition[16, 0, 0] == -1.0
+  np.testing.assert_allclose(condition[0, 0, 0], -1.0 + 16 * 2.0 / 255.0, rtol=1e-6)
+  Image.new("RGB", (40, 40), (10, 200, 30)).save(tmp_path / "normal.png")
+  Image.new("RGB", (40, 40), (0, 0, 128)).save(tmp_path / "depth.png")
+  both = conditions.read_condition([str(tmp_path / "normal.png"), str(tmp_path / "depth.png")], "depth")
+  assert both.shape == (256, 256, 6)
+
+
+def test_read_condition_errors_name_the_file(tmp_path):
+  from PIL import Image
+
+  Image.new("L", (8, 8)).save(tmp_path / "ids.png")
+  with pytest.raises(PitiError, match=r"ids\.png: a colour mask must be an RGB image.*class-id map"):
+    conditions.read_condition(str(tmp_path / "ids.png"), "mask")
+  Image.new("RGB", (8, 8), (1, 2, 3)).save(tmp_path / "odd.png")
+  with pytest.raises(PitiError, match=r"odd\.png: 1 colour"):
+    conditions.read_condition(str(tmp_path / "odd.png"), "mask", num_classes=10)
+  with pytest.raises(PitiError, match="does not exist"):
+    conditions.read_condition(str(tmp_path / "none.png"), "sketch")
+  (tmp_path / "broken.png").write_bytes(b"junk")
+  with pytest.raises(PitiError, match=r"broken\.png: cannot read"):
+    conditions.read_condition(str(tmp_path / "broken.png"), "sketch")
+  Image.new("RGB", (8, 8)).save(tmp_path / "n.png")
+  Image.new("RGB", (9, 8)).save(tmp_path / "d.png")
+  with pytest.raises(PitiError, match=r"d\.png: size 9x8 differs"):
+    conditions.read_condition([str(tmp_path / "n.png"), str(tmp_path / "d.png")], "depth")

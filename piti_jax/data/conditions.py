@@ -209,3 +209,71 @@ def render_normals(normals: np.ndarray) -> np.ndarray:
 def null_condition_like(condition: np.ndarray) -> np.ndarray:
   """The null condition: all ones (white in [-1, 1]) with the condition's shape, float32."""
   return np.ones(np.shape(condition), np.float32)
+
+
+def _open_image(path: str):
+  from PIL import Image, UnidentifiedImageError
+
+  try:
+    with Image.open(path) as image:
+      image.load()
+      return image.copy()
+  except FileNotFoundError as error:
+    raise PitiError(f"condition file {path} does not exist; pass the path of a PNG.") from error
+  except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
+    raise PitiError(f"{path}: cannot read this condition image ({type(error).__name__}: {error}).") from error
+
+
+def _as_rgb(image, path: str, what: str):
+  if image.mode in ("RGB", "P") or (image.mode == "RGBA" and image.getextrema()[3][0] == 255):
+    return image.convert("RGB")
+  raise PitiError(f"{path}: a {what} must be an RGB image, got mode {image.mode}"
+                  + (" (a class-id map? colour-code it with colorize_labels)" if image.mode in ("L", "I", "I;16")
+                     else "") + ".")
+
+
+def read_condition(paths, task: str, *, size: int = 256, num_classes: int | None = None) -> np.ndarray:
+  """Reads a user-supplied condition file as the task encoder's input.
+
+  Args:
+    paths: "mask": the colour-coded mask (RGB PNG); "sketch": a sketch (white edges on black;
+      greyscale or RGB, thresholded at 128); "depth": a pair (normal map, depth map), RGB renderings
+      as `render_normals` / `render_depth` make them, of equal size.
+    task: "mask" | "sketch" | "depth".
+    size: side of the output (nearest-neighbour resize, as the reference squashes conditions).
+    num_classes: for masks, check that every colour belongs to a class id < num_classes.
+
+  Returns:
+    float32 (size, size, C) in [-1, 1]; C = 3 (mask), 1 (sketch), 6 (depth: normal then depth).
+
+  Raises:
+    PitiError: naming the file for a missing/unreadable file, a wrong mode, unknown mask colours, or
+      depth/normal maps of different sizes.
+  """
+  from PIL import Image
+
+  if task == "mask":
+    path = paths if isinstance(paths, str) else paths[0]
+    mask = np.asarray(_as_rgb(_open_image(path), path, "colour mask").resize((size, size), Image.NEAREST))
+    if num_classes is not None:
+      labels_from_colors(mask, num_classes=num_classes, source=path)
+    return to_unit_range(mask)
+  if task == "sketch":
+    path = paths if isinstance(paths, str) else paths[0]
+    image = _open_image(path)
+    if image.mode not in ("1", "L", "RGB", "P", "LA", "RGBA"):
+      raise PitiError(f"{path}: a sketch must be a greyscale or RGB image, got mode {image.mode}.")
+    grey = np.asarray(image.convert("L").resize((size, size), Image.NEAREST))
+    return sketch_condition(np.where(grey >= 128, 255, 0).astype(np.uint8))
+  if task == "depth":
+    if isinstance(paths, str) or len(paths) != 2:
+      raise PitiError(f"the depth task needs two files (normal map, depth map), got {paths!r}.")
+    normal_path, depth_path = paths
+    normal = _as_rgb(_open_image(normal_path), normal_path, "normal map")
+    depth = _as_rgb(_open_image(depth_path), depth_path, "depth map")
+    if normal.size != depth.size:
+      raise PitiError(f"{depth_path}: size {depth.size[0]}x{depth.size[1]} differs from the normal map "
+                      f"{normal_path} ({normal.size[0]}x{normal.size[1]}); render both at the same size.")
+    maps = [np.asarray(m.resize((size, size), Image.NEAREST)) for m in (normal, depth)]
+    return np.concatenate([to_unit_range(m) for m in maps], axis=-1)
+  raise PitiError(f"unknown condition task {task!r}; use 'mask', 'sketch' or 'depth'.")
