@@ -112,20 +112,24 @@ def test_reference_glide_keys_convert_to_a_glide_model():
   np.testing.assert_array_equal(params["decoder.out.2.bias"], state_dict["out.2.bias"])
 
 
-def test_glide_checkpoint_initialises_a_piti_model():
+def test_glide_checkpoint_initialises_a_piti_model(tmp_path):
   state_dict = _synthetic_state_dict(_glide_keys(), seed=2)
-  config = get_config("bench_tiny")
-  tree, conversion = pipeline.import_state_dict(state_dict, config, seed=3)
+  report = pipeline.convert_to_checkpoint(state_dict, "bench_tiny", str(tmp_path / "ckpt"), seed=3)
   text_side = [k for k in state_dict if mapping.is_text_side_key(k)]
-  assert sorted(conversion.dropped) == sorted(text_side) and len(text_side) == 29
+  assert sorted(report.dropped_keys) == sorted(text_side) and len(text_side) == 29
   encoder_paths = {p for p in _shapes("bench_tiny") if p.startswith("encoder.")}
-  assert set(conversion.fresh) == encoder_paths
-  flat = pipeline.flatten(tree)
+  assert set(report.fresh_paths) == encoder_paths
+  assert report.converted_tensors == len(state_dict) - len(text_side)
+  assert f"freshly initialised {len(encoder_paths)} tensors" in report.summary()
+  assert "encoder.cnn.conv1.kernel" in report.summary()
+
+  flat = pipeline.flatten(model_checkpoint.load_params(str(tmp_path / "ckpt")))
   assert set(flat) == set(_shapes("bench_tiny"))
   for key, value in state_dict.items():
     if key not in text_side:
       path = next(p for p in flat if mapping.torch_key_for_path(p) == "decoder." + key)
       np.testing.assert_array_equal(_to_torch_layout(flat[path], path.rsplit(".", 1)[1], value.shape), value)
+  config = get_config("bench_tiny")
   fresh_model = pipeline.flatten(nnx.to_pure_dict(nnx.state(build_model(config, rngs=nnx.Rngs(3)), nnx.Param)))
   for path in encoder_paths:
     np.testing.assert_array_equal(flat[path], np.asarray(fresh_model[path]))
