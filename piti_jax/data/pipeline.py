@@ -109,21 +109,39 @@ class ExampleTransform(grain.transforms.RandomMap):
     box = (left, top, left + size, top + size)
     return [im.resize((new_w, new_h), resample).crop(box) for im, resample in images]
 
-  def random_map(self, element: dict, rng: np.random.Generator) -> dict:
+  def _decode_sources(self, element: dict) -> list[tuple[Image.Image, int]]:
+    """(image, resample) pairs: the image (bicubic) and the task's condition maps (nearest)."""
     image = _decode(element["image"], "RGB", "image")
+    modes = {"mask": (("mask", "RGB"),), "sketch": (("sketch", "L"),), "depth": (("normal", "RGB"), ("depth", "RGB")),
+             "text": ()}[self.task]
     sources = [(image, Image.BICUBIC)]
-    if self.task == "mask":
-      sources.append((_decode(element["mask"], "RGB", "mask"), Image.NEAREST))
-    elif self.task == "sketch":
-      sources.append((_decode(element["sketch"], "L", "sketch"), Image.NEAREST))
-    elif self.task == "depth":
-      sources.append((_decode(element["normal"], "RGB", "normal"), Image.NEAREST))
-      sources.append((_decode(element["depth"], "RGB", "depth"), Image.NEAREST))
-    for other, _ in sources[1:]:
-      if other.size != image.size:
-        raise PitiError(f"a prepared {self.task} condition is {other.size[0]}x{other.size[1]} but its image is "
+    for field, mode in modes:
+      condition = _decode(element[field], mode, field)
+      if condition.size != image.size:
+        raise PitiError(f"a prepared {field} map is {condition.size[0]}x{condition.size[1]} but its image is "
                         f"{image.size[0]}x{image.size[1]}; prepare the dataset again.")
-    resized = self._geometry(sources, rng)
+      sources.append((condition, Image.NEAREST))
+    return sources
+
+  def _condition(self, maps: list[Image.Image]) -> np.ndarray:
+    """Condition maps at load_size -> float32 (condition_size, condition_size, C) in [-1, 1]."""
+    side = (self.condition_size, self.condition_size)
+    arrays = [np.asarray(m if m.size == side else m.resize(side, Image.NEAREST)) for m in maps]
+    if self.task == "sketch":
+      return conditions.sketch_condition(arrays[0])
+    return np.concatenate([conditions.to_unit_range(a) for a in arrays], axis=-1)
+
+  def _low_res(self, image: Image.Image, rng: np.random.Generator) -> np.ndarray:
+    """The upsampler's input from the load_size image: float32 (low_res_size, low_res_size, 3)."""
+    if self.degradation == "bsrgan_light":
+      low = degradations.bsrgan_light(np.asarray(image), scale=self.load_size // self.low_res_size, rng=rng)
+    else:
+      low = np.asarray(image.resize((self.low_res_size, self.low_res_size), Image.BICUBIC))
+    return conditions.to_unit_range(low)
+
+  def random_map(self, element: dict, rng: np.random.Generator) -> dict:
+    """One stored example -> {"image", "condition" | "tokens" + "token_mask", ["low_res"]}."""
+    resized = self._geometry(self._decode_sources(element), rng)
     flipped = self.augment and self.flip and rng.random() < 0.5
     if flipped:
       resized = [im.transpose(Image.FLIP_LEFT_RIGHT) for im in resized]
@@ -137,23 +155,13 @@ class ExampleTransform(grain.transforms.RandomMap):
       caption = caption.decode("utf-8") if isinstance(caption, bytes) else str(caption)
       if flipped:
         caption = _swap_left_right(caption)
-      tokens, mask = self.tokenizer.encode_padded("" if drop else caption, self.max_text_len)
-      result["tokens"], result["token_mask"] = tokens, mask
+      result["tokens"], result["token_mask"] = self.tokenizer.encode_padded("" if drop else caption,
+                                                                            self.max_text_len)
     else:
-      maps = [im if im.size == (self.condition_size,) * 2 else im.resize((self.condition_size,) * 2, Image.NEAREST)
-              for im in resized[1:]]
-      if self.task == "sketch":
-        condition = conditions.sketch_condition(np.asarray(maps[0]))
-      else:
-        condition = np.concatenate([conditions.to_unit_range(np.asarray(m)) for m in maps], axis=-1)
+      condition = self._condition(resized[1:])
       result["condition"] = conditions.null_condition_like(condition) if drop else condition
     if self.low_res_size:
-      full = np.asarray(image_full)
-      if self.degradation == "bsrgan_light":
-        low = degradations.bsrgan_light(full, scale=self.load_size // self.low_res_size, rng=rng)
-      else:
-        low = np.asarray(image_full.resize((self.low_res_size,) * 2, Image.BICUBIC))
-      result["low_res"] = conditions.to_unit_range(low)
+      result["low_res"] = self._low_res(image_full, rng)
     return result
 
 
