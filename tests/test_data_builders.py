@@ -349,3 +349,15 @@ def test_hed_matches_a_numpy_reference_and_builds_hed_sketches(tmp_path):
   np.testing.assert_array_equal(sources["train"][0]["sketch"][..., 0], sketch)  # same picture, same sketch
   with pytest.raises(PitiError, match="needs data.hed_weights"):
     prepare_dataset(_config("coco_sketch", tmp_path / "tfds2", tmp_path / "raw", task="sketch", edge_detector="hed"))
+
+
+def test_prepare_command_line(tmp_path, capsys):
+  import json
+
+  from piti_jax.data.__main__ import main
+
+  assert main(["--name", "shapes", "--data_dir", str(tmp_path), "--train_size", "4", "--val_size", "2"]) == 0
+  lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+  assert {(line["split"], line["examples"]) for line in lines} == {("train", 4), ("validation", 2)}
+  assert main(["--name", "coco_stuff", "--data_dir", str(tmp_path), "--manual_dir", str(tmp_path / "nothing")]) == 2
+  assert "coco_stuff: missing" in capsys.readouterr().err
