@@ -117,6 +117,14 @@ def test_conversion_is_cached_and_reused(cache, monkeypatch):
     np.testing.assert_array_equal(second[key], value)
   assert os.listdir(cache) == cached_files
 
+  monkeypatch.undo()
+  monkeypatch.setenv(vgg.CACHE_ENV, str(cache))
+  (cache / cached_files[0]).write_bytes(b"not an npz")  # a damaged cache is converted again
+  third = vgg.load_vgg_arrays()
+  np.testing.assert_array_equal(third["conv2_2/kernel"], first["conv2_2/kernel"])
+  with np.load(cache / cached_files[0]) as rewritten:
+    np.testing.assert_array_equal(rewritten["conv1_1/bias"], first["conv1_1/bias"])
+
 
 def test_missing_weights_raise_project_errors(tmp_path, monkeypatch):
   with pytest.raises(PitiError, match="does not exist"):

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from flax import nnx
 
 from piti_jax.errors import PitiError
@@ -134,14 +135,21 @@ def load_vgg_arrays(path: str | None = None) -> VggArrays:
   """
   cache_path = os.path.join(cache_dir(), _cache_name(path))
   if os.path.isfile(cache_path):
-    with np.load(cache_path) as cached:
-      return {key: cached[key] for key in cached.files}
+    try:
+      with np.load(cache_path) as cached:
+        return _check_shapes({key: cached[key] for key in cached.files}, cache_path)
+    except (OSError, ValueError, KeyError, PitiError) as error:  # unreadable or foreign file: convert again
+      logging.warning("ignoring unreadable VGG cache %s (%s)", cache_path, error)
   if path is None:
     arrays = vgg_arrays_from_lpips(_read_lpips_pickle(lpips_weights_file()))
   else:
     from piti_jax.convert.torch_io import load_torch_state_dict  # pylint: disable=import-outside-toplevel
     arrays = vgg_arrays_from_torchvision(load_torch_state_dict(path))
-  _write_cache(cache_path, arrays)
+  try:
+    _write_cache(cache_path, arrays)
+  except OSError as error:  # e.g. a read-only home directory: work on, uncached
+    logging.warning("could not cache VGG weights at %s (%s); set $%s to a writable directory", cache_path, error,
+                    CACHE_ENV)
   return arrays
 
 
