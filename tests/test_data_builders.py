@@ -357,7 +357,7 @@ def test_prepare_command_line(tmp_path, capsys):
   from piti_jax.data.__main__ import main
 
   assert main(["--name", "shapes", "--data_dir", str(tmp_path), "--train_size", "4", "--val_size", "2"]) == 0
-  lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+  lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
   assert {(line["split"], line["examples"]) for line in lines} == {("train", 4), ("validation", 2)}
   assert main(["--name", "coco_stuff", "--data_dir", str(tmp_path), "--manual_dir", str(tmp_path / "nothing")]) == 2
   assert "coco_stuff: missing" in capsys.readouterr().err
