@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from piti_jax.errors import PitiError
 from piti_jax.models.piti import GlideModel, ModelConfig, PitiModel
@@ -110,6 +111,8 @@ def save_checkpoint(directory: str, params: Any, *, preset: str, overrides: dict
   leader = jax.process_index() == 0
   if leader and os.path.exists(staging):
     shutil.rmtree(staging)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f"piti_jax.models.save_checkpoint:{staging}")
   tree = jax.tree.map(lambda x: x.astype(jnp.float32) if isinstance(x, jax.Array) else np.asarray(x, np.float32),
                       tree)
   ocp.PyTreeCheckpointer().save(os.path.join(staging, PARAMS_DIR), tree)
