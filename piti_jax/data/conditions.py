@@ -70,11 +70,16 @@ def colorize_labels(labels: np.ndarray, *, num_classes: int, source: str = "labe
   if labels.ndim != 2:
     raise PitiError(f"{source}: a label map must be (H, W) or (H, W, 1), got shape {labels.shape}; "
                     "pass a single-channel image of class ids.")
-  labels = labels.astype(np.int64)
-  bad = (labels != UNLABELLED) & ((labels < 0) | (labels >= num_classes))
-  if bad.any():
-    values = np.unique(labels[bad])[:10].tolist()
-    raise PitiError(f"{source}: label ids {values} are outside 0..{num_classes - 1} (and not {UNLABELLED} = "
+  if labels.dtype != np.uint8:
+    labels = labels.astype(np.int64)
+    if labels.min() < 0 or labels.max() > UNLABELLED:
+      outside = np.unique(labels[(labels < 0) | (labels > UNLABELLED)])[:10].tolist()
+      raise PitiError(f"{source}: label ids {outside} are outside 0..{num_classes - 1} (and not {UNLABELLED} = "
+                      "unlabelled); check that the file is a class-id map of this dataset.")
+  present = np.flatnonzero(np.bincount(labels.ravel(), minlength=UNLABELLED + 1))
+  bad = present[(present >= num_classes) & (present != UNLABELLED)]
+  if bad.size:
+    raise PitiError(f"{source}: label ids {bad[:10].tolist()} are outside 0..{num_classes - 1} (and not {UNLABELLED} = "
                     "unlabelled); check that the file is a class-id map of this dataset.")
   table = np.zeros((UNLABELLED + 1, 3), np.uint8)
   table[:num_classes] = voc_colormap(num_classes + 1)[1:]
@@ -159,6 +164,7 @@ def _jet_lut(size: int = 256) -> np.ndarray:
 
 
 JET = _jet_lut()
+JET_UINT8 = (JET * 255).astype(np.uint8)  # matplotlib's float -> byte conversion truncates
 
 
 def render_depth(depth: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
@@ -181,7 +187,7 @@ def render_depth(depth: np.ndarray, valid: np.ndarray | None = None) -> np.ndarr
   clipped = np.clip(depth, DEPTH_MIN, max_depth)
   normalised = np.log(clipped) / np.log(max_depth + 1.01)
   index = np.clip((normalised * len(JET)).astype(np.int64), 0, len(JET) - 1)
-  rgb = (JET[index] * 255).astype(np.uint8)
+  rgb = JET_UINT8[index]
   rgb[~valid] = 0
   return rgb
 

@@ -125,14 +125,14 @@ def _background(rng: np.random.Generator):
   rows, cols = _grid()
   horizon_level = rng.uniform(70.0, 150.0)
   wave = rng.uniform(0.0, 10.0) * np.sin(2 * np.pi * rng.integers(1, 3) * cols[0] / SIZE + rng.uniform(0, 2 * np.pi))
-  horizon = horizon_level + wave  # (256,) per column
+  horizon = (horizon_level + wave).astype(np.float32)  # (256,) per column
   sky = rows < horizon[None, :]
   grounds = rng.choice(GROUND_IDS, size=2, replace=False)
   labels = np.where(sky, 0, grounds[0]).astype(np.uint8)
   if rng.random() < 0.4:
     split_column = rng.uniform(60.0, 196.0) + rng.uniform(-0.8, 0.8) * (rows - horizon_level)
     labels = np.where(~sky & (cols > split_column), grounds[1], labels).astype(np.uint8)
-  present = np.unique(labels)
+  present = np.flatnonzero(np.bincount(labels.ravel(), minlength=NUM_CLASSES))
   colours = np.zeros((NUM_CLASSES, 3), np.float32)
   for class_id in present:
     colours[class_id] = _random_rgb(CLASSES[class_id], rng)
