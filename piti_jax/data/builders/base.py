@@ -7,6 +7,8 @@ import tensorflow_datasets as tfds
 from etils import epath
 from tensorflow_datasets.core import utils as tfds_utils
 
+from piti_jax.data.builders.common import BadInputLog
+
 
 class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """A GeneratorBasedBuilder whose source file is found without `importlib_resources`.
@@ -31,8 +33,6 @@ class LocalFilesBuilder(LocalBuilder, skip_registration=True):
   """
 
   def __init__(self, *, manual_dir: str = "", on_bad_example: str = "skip", **kwargs):
-    from piti_jax.data.builders.common import BadInputLog
-
     self._manual_dir = os.path.expanduser(manual_dir) if manual_dir else ""
     self._bad_inputs = BadInputLog(on_bad_example)
     super().__init__(**kwargs)
@@ -42,7 +42,7 @@ class LocalFilesBuilder(LocalBuilder, skip_registration=True):
     return self._manual_dir
 
   @property
-  def bad_inputs(self):
+  def bad_inputs(self) -> BadInputLog:
     return self._bad_inputs
 
   def _info_with_metadata(self, **kwargs) -> tfds.core.DatasetInfo:

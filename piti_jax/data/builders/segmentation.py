@@ -1,8 +1,10 @@
 """Shared example construction for the semantic-mask datasets (COCO-Stuff, ADE20K)."""
 
+import io
 import os
 
 import numpy as np
+from PIL import Image
 
 from piti_jax.data import conditions
 from piti_jax.data.builders.common import (BadInputLog, check_same_size, encode_png, read_image_bytes,
@@ -40,10 +42,6 @@ def segmentation_features(tfds):
 
 def image_field(data: bytes, array: np.ndarray) -> bytes:
   """The original file when it decodes to RGB, else the pixels re-encoded as an RGB PNG."""
-  import io
-
-  from PIL import Image
-
   with Image.open(io.BytesIO(data)) as image:
     if image.mode == "RGB" and image.format in ("JPEG", "PNG"):
       return data
