@@ -192,3 +192,18 @@ def test_processes_preparing_at_once_build_the_dataset_once(tmp_path):
   outputs = [p.communicate(timeout=120) for p in processes]
   assert [p.returncode for p in processes] == [0, 0], [o[1][-2000:] for o in outputs]
   assert [o[0].strip().splitlines()[-1] for o in outputs] == ["8", "8"]
+
+
+def test_a_worker_process_resumes_exactly_and_reads_the_same_examples(base_config):
+  config = _config(base_config, num_workers=1, uncond_p=0.5)
+  make = lambda: pipeline.make_train_iterator(config, global_batch_size=4, seed=4, process_index=0, process_count=1)
+  first = make()
+  head = _batches(first, 2)
+  state = first.get_state()
+  tail = _batches(first, 3)
+  resumed = make()
+  resumed.set_state(state)
+  _assert_batches_equal(_batches(resumed, 3), tail)
+  in_process = _batches(pipeline.make_train_iterator(_config(config, num_workers=0), global_batch_size=4, seed=4,
+                                                     process_index=0, process_count=1), 2)
+  _assert_batches_equal(head, in_process)  # one worker groups records exactly as the main process does
