@@ -11,7 +11,8 @@ import pytest
 from flax import nnx
 
 from piti_jax.errors import PitiError
-from piti_jax.models import create_model, from_checkpoint, get_config, load_params, save_checkpoint, save_model
+from piti_jax.models import (create_model, from_checkpoint, get_config, load_into, load_params, save_checkpoint,
+                             save_model)
 from piti_jax.models.checkpoint import expected_shapes
 
 
@@ -77,6 +78,18 @@ def test_loading_into_another_architecture_names_the_mismatch(tmp_path):
   save_model(_sketch_model(), directory)
   with pytest.raises(PitiError, match=r"shape mismatch: encoder\.cnn\.conv1\.kernel"):
     load_params(directory, get_config("tiny_piti64", task="depth"))
+  with pytest.raises(PitiError, match=r"shape mismatch: encoder\.cnn\.conv1\.kernel"):
+    load_into(create_model("tiny_piti64", rngs=nnx.Rngs(0)), directory)
+
+
+def test_load_into_a_model_with_other_non_parameter_settings(tmp_path):
+  directory = str(tmp_path / "sketch")
+  save_model(_sketch_model(), directory)
+  model = create_model("tiny_piti64", rngs=nnx.Rngs(9), task="sketch", dropout=0.3)
+  load_into(model, directory)
+  assert model.config.dropout == 0.3
+  loaded, expected = _flat_params(model), _flat_params(_sketch_model())
+  assert all(np.array_equal(loaded[k], expected[k]) for k in expected)
 
 
 def test_missing_or_foreign_directories_raise(tmp_path):

@@ -3,6 +3,9 @@
 Entry points:
   presets.create_model(preset, *, rngs, dtype=jnp.float32, **overrides) -> PitiModel | GlideModel
   from_checkpoint(directory, *, dtype=jnp.float32) -> the ready model of a saved checkpoint
+  load_into(model, directory) -> replace an existing model's params with a checkpoint's
+  save_model(model, directory) / save_checkpoint(directory, params, preset=..., overrides=...)
+  (checkpoint format: see piti_jax.models.checkpoint)
   python -m piti_jax.models PRESET  -> parameter table and exact total
 
 Parameter tree (the contract with piti_jax.convert): the nnx state path of every parameter
@@ -46,11 +49,11 @@ the transposes above: qkv/c_qkv outputs are laid out (head, [q, k, v], head_dim)
 encoder_kv outputs (head, [k, v], head_dim).
 """
 
-from piti_jax.models.checkpoint import from_checkpoint, load_params, save_checkpoint, save_model
+from piti_jax.models.checkpoint import from_checkpoint, load_into, load_params, save_checkpoint, save_model
 from piti_jax.models.piti import GlideModel, ModelConfig, PitiModel
 from piti_jax.models.presets import PRESETS, create_model, get_config
 
 __all__ = [
     "GlideModel", "ModelConfig", "PRESETS", "PitiModel", "create_model", "from_checkpoint", "get_config",
-    "load_params", "save_checkpoint", "save_model",
+    "load_into", "load_params", "save_checkpoint", "save_model",
 ]

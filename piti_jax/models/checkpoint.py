@@ -170,15 +170,23 @@ def _int_keys(tree: Any) -> Any:
   return tree
 
 
+def load_into(model: Model, directory: str) -> None:
+  """Replaces `model`'s params with a checkpoint's (names and shapes checked against model.config).
+
+  The checkpoint's own preset may differ in settings that do not change parameters
+  (e.g. dropout); anything that does is reported parameter by parameter.
+  """
+  params = load_params(directory, model.config)
+  state = nnx.state(model, nnx.Param)
+  nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, _int_keys(params)))
+  nnx.update(model, state)
+
+
 def from_checkpoint(directory: str, *, dtype: jnp.dtype = jnp.float32) -> Model:
   """The ready model (params float32, compute in `dtype`) of a checkpoint directory.
 
   The model takes NHWC float images and integer or float timesteps, see `piti_jax.models.piti`.
   """
-  config = load_config(directory)
-  params = load_params(directory, config)
-  model = abstract_model(config, dtype)
-  state = nnx.state(model, nnx.Param)
-  nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, _int_keys(params)))
-  nnx.update(model, state)
+  model = abstract_model(load_config(directory), dtype)
+  load_into(model, directory)
   return model
