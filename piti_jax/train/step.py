@@ -98,7 +98,7 @@ def make_train_step(models: StepModels, diffusion: GaussianDiffusion, tx: optax.
       return loss, losses
 
     (loss, losses), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     nonfinite = ~(jnp.isfinite(loss) & jnp.isfinite(grad_norm))
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)

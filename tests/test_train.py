@@ -1,0 +1,187 @@
+"""The train loop on 8 fake CPU devices with tiny shapes models.
+
+Compiled steps are shared through the loop's trainer cache: every test that uses the
+pretrain config on the default mesh reuses one compiled step.
+"""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from piti_jax.errors import PitiError
+from piti_jax.train import loop, partition
+from piti_jax.train.params import flatten
+from tests.train_helpers import shapes_config
+
+PRETRAIN_STEPS = 30
+
+
+def host(tree):
+  return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+def assert_trees_equal(a, b):
+  flat_a, flat_b = flatten(a), flatten(b)
+  assert flat_a.keys() == flat_b.keys()
+  for path in flat_a:
+    np.testing.assert_array_equal(flat_a[path], flat_b[path], err_msg=path)
+
+
+def kernels_all_changed(a, b):
+  """True when every kernel of `a` differs from the same kernel of `b` somewhere."""
+  flat_a, flat_b = flatten(a), flatten(b)
+  kernels = [p for p in flat_a if p.endswith("kernel")]
+  return bool(kernels) and all(not np.array_equal(flat_a[p], flat_b[p]) for p in kernels)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
+@pytest.fixture(scope="module")
+def prior(data_dir, tmp_path_factory):
+  """A text-to-image prior pretrained on shapes for PRETRAIN_STEPS steps: (workdir, result)."""
+  workdir = str(tmp_path_factory.mktemp("prior"))
+  config = shapes_config("pretrain", data_dir, num_steps=PRETRAIN_STEPS, save_every=PRETRAIN_STEPS,
+                         eval_every=PRETRAIN_STEPS, sample_every=PRETRAIN_STEPS, sample_batch_size=2)
+  config.sample.respacing = "2"
+  return workdir, loop.train(config, workdir)
+
+
+def test_pretraining_on_shapes_lowers_the_loss(prior):
+  _, result = prior
+  losses = [metrics["loss"] for _, metrics in result.history if "loss" in metrics]
+  assert len(losses) == PRETRAIN_STEPS
+  assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+  assert result.step == PRETRAIN_STEPS
+  validation = [metrics for _, metrics in result.history if "val_loss" in metrics]
+  assert len(validation) == 1 and np.isfinite(validation[0]["val_loss"])
+  grid = np.asarray(Image.open(os.path.join(prior[0], "samples", f"step_{PRETRAIN_STEPS:07d}.png")))
+  assert grid.shape == (2 * (32 + 2) + 2, 2 * (32 + 2) + 2, 3)  # 2 rows of sample | ground truth
+
+
+def test_resume_is_exact(data_dir, tmp_path):
+  steps = 4
+  whole, halves = str(tmp_path / "whole"), str(tmp_path / "halves")
+  config = shapes_config("pretrain", data_dir, num_steps=steps, save_every=steps // 2)
+  straight = loop.train(config, whole)
+  config.train.num_steps = steps // 2
+  loop.train(config, halves)
+  config.train.num_steps = steps
+  resumed = loop.train(config, halves)
+  assert resumed.step == straight.step == steps
+  a, b = host(straight.state), host(resumed.state)
+  assert_trees_equal(a.params, b.params)
+  assert_trees_equal(a.ema, b.ema)
+  for leaf_a, leaf_b in zip(jax.tree.leaves(a.opt_state), jax.tree.leaves(b.opt_state), strict=True):
+    np.testing.assert_array_equal(leaf_a, leaf_b)
+  np.testing.assert_array_equal(a.sampler.loss_history, b.sampler.loss_history)
+  # Same data order: identical iterator positions saved with the final checkpoints.
+  data_states = [open(os.path.join(w, "checkpoints", str(steps), "data", "process_0-of-1.json")).read()
+                 for w in (whole, halves)]
+  assert data_states[0] == data_states[1]
+  assert json.loads(data_states[0])
+
+
+def test_data_parallel_and_fsdp_steps_agree(data_dir):
+  config = shapes_config("pretrain", data_dir)
+  results = []
+  for data, fsdp in ((8, 1), (2, 4)):
+    config.mesh.data, config.mesh.fsdp = data, fsdp
+    mesh = partition.make_mesh(data, fsdp)
+    with jax.set_mesh(mesh):
+      trainer = loop.get_trainer(config, mesh)
+      iterator, _ = loop._data_iterators(config)  # pylint: disable=protected-access
+      state = trainer.create_state_for(config.seed, config.init)
+      state, metrics = trainer.step(state, trainer.global_batch(next(iterator)))
+      if fsdp > 1:
+        sharded = [s for s in jax.tree.leaves(trainer.state_shardings.params) if "fsdp" in str(s.spec)]
+        assert sharded, "no parameter is sharded over fsdp"
+      results.append((host(metrics), host(state.params)))
+  (metrics_dp, params_dp), (metrics_fsdp, params_fsdp) = results
+  np.testing.assert_allclose(metrics_dp["loss"], metrics_fsdp["loss"], rtol=1e-5)
+  for path, value in flatten(params_dp).items():
+    np.testing.assert_allclose(value, flatten(params_fsdp)[path], rtol=1e-5, atol=1e-6, err_msg=path)
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
+  config = shapes_config("pretrain", data_dir, num_steps=6, save_every=2, debug_inject_nan_at_step=3)
+  with pytest.raises(PitiError, match="non-finite loss at step 3"):
+    loop.train(config, str(tmp_path))
+  assert sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()) == [2]
+
+
+@pytest.fixture(scope="module")
+def stage1(prior, data_dir, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("stage1"))
+  config = shapes_config("stage1", data_dir, num_steps=3, save_every=3)
+  config.init.prior.path = prior[0]
+  config.init.prior.tree = "params"
+  return workdir, loop.train(config, workdir)
+
+
+def test_stage1_trains_only_the_encoder(prior, stage1):
+  from piti_jax.train import checkpoint
+
+  state = host(stage1[1].state)
+  prior_params = checkpoint.load_trained_tree(prior[0], "params")
+  assert set(state.params) == {"encoder"} and set(state.frozen) == {"decoder"}
+  assert_trees_equal(state.frozen["decoder"], prior_params["decoder"])
+  assert list(state.ema["0.999"]) == ["encoder"]
+  moment_paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(state.opt_state)]
+  assert not any("decoder" in p for p in moment_paths)
+  assert any("encoder" in p for p in moment_paths)
+
+
+def test_stage2_trains_encoder_and_decoder(prior, stage1, data_dir):
+  config = shapes_config("stage2", data_dir)
+  config.init.prior.path, config.init.prior.tree = prior[0], "params"
+  config.init.stage1.path, config.init.stage1.tree = stage1[0], "params"
+  mesh = partition.make_mesh(-1, 1)
+  with jax.set_mesh(mesh):
+    trainer = loop.get_trainer(config, mesh)
+    iterator, _ = loop._data_iterators(config)  # pylint: disable=protected-access
+    state = trainer.create_state_for(config.seed, config.init)
+    before = host(state.params)
+    state, _ = trainer.step(state, trainer.global_batch(next(iterator)))
+    after = host(state.params)
+  assert set(after) == {"encoder", "decoder"} and not jax.tree.leaves(host(state.frozen))
+  assert_trees_equal(before["encoder"], host(stage1[1].state).params["encoder"])
+  for part in ("encoder", "decoder"):
+    changed = [not np.array_equal(flatten(before[part])[p], v) for p, v in flatten(after[part]).items()]
+    assert np.mean(changed) > 0.9, part
+
+
+def test_upsampler_step_updates_the_discriminator(data_dir):
+  config = shapes_config("upsample", data_dir)
+  config.init = {}
+  config.adversarial.start_step = 0
+  mesh = partition.make_mesh(-1, 1)
+  with jax.set_mesh(mesh):
+    trainer = loop.get_trainer(config, mesh)
+    iterator, _ = loop._data_iterators(config)  # pylint: disable=protected-access
+    state = trainer.create_state_for(config.seed, config.init)
+    before = host(state.disc_params)
+    state, metrics = trainer.step(state, trainer.global_batch(next(iterator)))
+  metrics = host(metrics)
+  # Biases before InstanceNorm and of the last conv get no WGAN gradient; every kernel must move.
+  assert kernels_all_changed(before, host(state.disc_params))
+  for name in ("perceptual", "adversarial", "critic_loss", "gradient_penalty"):
+    assert np.isfinite(metrics[name]), name
+  assert metrics["perceptual"] > 0
+
+
+def test_checkpoint_that_does_not_fit_names_the_parameters(prior, data_dir):
+  config = shapes_config("stage1", data_dir)
+  config.model.overrides.model_channels = 64
+  config.init.prior.path, config.init.prior.tree = prior[0], "params"
+  mesh = partition.make_mesh(-1, 1)
+  with jax.set_mesh(mesh):
+    trainer = loop.get_trainer(config, mesh)
+    with pytest.raises(PitiError, match=r"does not fit the model .*decoder/.*kernel: shape"):
+      trainer.create_state_for(config.seed, config.init)

@@ -1,0 +1,25 @@
+"""Shared tiny configs for the train-loop tests (shapes dataset, 32x32 models)."""
+
+import importlib.util
+import os
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def shapes_config(job: str, data_dir: str, **train):
+  """configs/shapes.py:<job> shrunk for tests: 64 train / 16 val examples, batch 8, no samples."""
+  spec = importlib.util.spec_from_file_location("shapes_config", os.path.join(REPO, "configs", "shapes.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(job)
+  config.data.data_dir = data_dir
+  config.data.train_size = 64
+  config.data.val_size = 16
+  config.train.global_batch_size = 8
+  config.train.log_every = 1
+  config.train.eval_every = 0
+  config.train.sample_every = 0
+  config.train.keep_checkpoints = 5
+  for name, value in train.items():
+    config.train[name] = value
+  return config
