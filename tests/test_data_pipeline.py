@@ -207,3 +207,17 @@ def test_a_worker_process_resumes_exactly_and_reads_the_same_examples(base_confi
   in_process = _batches(pipeline.make_train_iterator(_config(config, num_workers=0), global_batch_size=4, seed=4,
                                                      process_index=0, process_count=1), 2)
   _assert_batches_equal(head, in_process)  # one worker groups records exactly as the main process does
+
+
+def test_text_upsampler_batches_have_tokens_and_low_res(base_config):
+  config = _config(base_config, task="text", image_size=256, low_res_size=64, degradation="bicubic", max_text_len=8)
+  batch = next(pipeline.make_train_iterator(config, global_batch_size=2, seed=0, process_index=0, process_count=1))
+  assert set(batch) == {"image", "tokens", "token_mask", "low_res"}
+  assert batch["image"].shape == (2, 256, 256, 3) and batch["low_res"].shape == (2, 64, 64, 3)
+  target_64 = batch["image"].reshape(2, 64, 4, 64, 4, 3).mean(axis=(2, 4))
+  assert np.abs(target_64 - batch["low_res"]).mean() < 0.05
+
+
+def test_flipped_captions_swap_left_and_right():
+  assert pipeline._swap_left_right("a circle to the left of a star on sand") == (
+      "a circle to the right of a star on sand")
