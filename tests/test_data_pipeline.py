@@ -219,5 +219,5 @@ def test_text_upsampler_batches_have_tokens_and_low_res(base_config):
 
 
 def test_flipped_captions_swap_left_and_right():
-  assert pipeline._swap_left_right("a circle to the left of a star on sand") == (
+  assert pipeline.swap_left_right("a circle to the left of a star on sand") == (
       "a circle to the right of a star on sand")

@@ -63,7 +63,7 @@ def _decode(data: bytes, mode: str, field: str) -> Image.Image:
   return image.convert(mode) if image.mode != mode else image
 
 
-def _swap_left_right(caption: str) -> str:
+def swap_left_right(caption: str) -> str:
   """Keeps a caption true after a horizontal flip."""
   words = caption.split(" ")
   swap = {"left": "right", "right": "left"}
@@ -154,7 +154,7 @@ class ExampleTransform(grain.transforms.RandomMap):
       caption = element["caption"]
       caption = caption.decode("utf-8") if isinstance(caption, bytes) else str(caption)
       if flipped:
-        caption = _swap_left_right(caption)
+        caption = swap_left_right(caption)
       result["tokens"], result["token_mask"] = self.tokenizer.encode_padded("" if drop else caption,
                                                                             self.max_text_len)
     else:
