@@ -73,7 +73,7 @@ def test_gpt2_bpe_from_local_files_lowercases_merges_and_pads(bpe_files):
 def test_gpt2_bpe_from_tokenizer_json_and_pickling(bpe_files, tmp_path):
   folder, _, vocab = bpe_files
   bpe = tokenizer.make_tokenizer(str(folder))
-  bpe._tokenizer.save(str(tmp_path / "tokenizer.json"))
+  bpe.save_json(str(tmp_path / "tokenizer.json"))
   from_json = tokenizer.make_tokenizer(str(tmp_path / "tokenizer.json"))
   assert from_json.encode("a cat") == bpe.encode("a cat")
   assert pickle.loads(pickle.dumps(bpe)).encode("a cat") == [vocab["a"], vocab["Ġcat"]]

@@ -97,6 +97,10 @@ class Gpt2BpeTokenizer(_Tokenizer):
   def decode(self, tokens) -> str:
     return self._tokenizer.decode([int(t) for t in tokens if int(t) != self.end_token])
 
+  def save_json(self, path: str) -> None:
+    """Writes the vocabulary as one `tokenizer.json` (loadable by `make_tokenizer(path)`)."""
+    self._tokenizer.save(path)
+
 
 def make_tokenizer(spec: str) -> _Tokenizer:
   """"bytes" -> ByteTokenizer; a path -> Gpt2BpeTokenizer (see the module docstring)."""
