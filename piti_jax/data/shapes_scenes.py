@@ -254,7 +254,8 @@ def generate_scene(seed: int, split: int, index: int) -> Scene:
   objects = []
   for _ in range(count):
     radius = float(rng.uniform(14.0, 56.0))
-    centre = (float(rng.uniform(radius * 0.6, SIZE - radius * 0.6)), float(rng.uniform(radius * 0.6, SIZE - radius * 0.6)))
+    low, high = radius * 0.6, SIZE - radius * 0.6
+    centre = (float(rng.uniform(low, high)), float(rng.uniform(low, high)))
     objects.append((centre, radius, int(rng.choice(THING_IDS))))
   objects.sort(key=lambda o: o[0][0] + o[1])  # far (higher base) first, painted back to front
   owner = np.full((SIZE, SIZE), -1, np.int32)
