@@ -1,0 +1,48 @@
+"""SIGTERM during a run: the loop saves the step it reached and exits cleanly (subprocess)."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+from tests.train_helpers import REPO
+
+METRICS_LINE = re.compile(r"\[(\d+)\] .*loss=")
+STOP_LINE = re.compile(r"preemption notice: saving step (\d+) and stopping")
+
+
+def test_sigterm_leaves_a_checkpoint_of_the_step_it_stopped_at(tmp_path):
+  workdir, data_dir = tmp_path / "run", tmp_path / "tfds"
+  command = [
+      sys.executable, "-m", "piti_jax.main", "--config=configs/shapes.py:pretrain", f"--workdir={workdir}",
+      f"--config.data.data_dir={data_dir}", "--config.data.train_size=64", "--config.data.val_size=16",
+      "--config.train.global_batch_size=8", "--config.train.num_steps=100000", "--config.train.save_every=100000",
+      "--config.train.log_every=1", "--config.train.eval_every=0", "--config.train.sample_every=0",
+  ]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  process = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                             text=True)
+  deadline = time.time() + 600
+  seen = []
+  try:
+    for line in process.stderr:
+      seen.append(line)
+      match = METRICS_LINE.search(line)
+      if match and int(match.group(1)) >= 2:
+        break
+      assert time.time() < deadline, "the run did not reach step 2 in time"
+    else:
+      raise AssertionError("the run ended before step 2:\n" + "".join(seen[-30:]))
+    process.send_signal(signal.SIGTERM)
+    _, rest = process.communicate(timeout=300)
+  finally:
+    if process.poll() is None:
+      process.kill()
+  assert process.returncode == 0, rest[-3000:]
+  stopped = [int(m.group(1)) for m in STOP_LINE.finditer(rest)]
+  assert len(stopped) == 1, rest[-3000:]
+  saved = sorted(int(d) for d in os.listdir(workdir / "checkpoints") if d.isdigit())
+  assert saved == stopped and stopped[0] >= 2
+  assert "process_0-of-1.json" in os.listdir(workdir / "checkpoints" / str(stopped[0]) / "data")
