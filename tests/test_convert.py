@@ -194,6 +194,9 @@ def test_cli_reports_errors_without_a_traceback(tmp_path, capsys):
   assert status == 2
   assert "does not exist" in capsys.readouterr().err
   assert not os.path.exists(tmp_path / "o")
+  (tmp_path / "o").mkdir()
+  status = convert_cli(["--src", str(tmp_path / "missing.pt"), "--model", "bench_tiny", "--out", str(tmp_path / "o")])
+  assert status == 2 and "--overwrite" in capsys.readouterr().err
 
 
 @functools.cache

@@ -43,6 +43,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   try:
+    if os.path.exists(args.out) and not args.overwrite:
+      raise PitiError(f"--out {args.out} already exists; choose a new directory or pass --overwrite.")
     state_dict = load_torch_state_dict(args.src)
     report = convert_to_checkpoint(state_dict, args.model, args.out, task=args.task, seed=args.seed,
                                    overwrite=args.overwrite)
