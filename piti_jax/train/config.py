@@ -143,3 +143,59 @@ def parse_job(arg: str, jobs: tuple[str, ...]) -> str:
   if job not in jobs:
     raise PitiError(f"unknown config argument {job!r}; this config file takes one of: {', '.join(jobs)}.")
   return job
+
+
+PITI_JOBS = BASE_STAGES + ("upsample",)
+
+
+def piti_finetune_config(job: str, *, dataset: str, task: str) -> ml_collections.ConfigDict:
+  """A reference-scale PITI finetune job (base stage or upsampler) on a real dataset.
+
+  The dataset's raw files go in data.manual_dir (the data builders name the files they need);
+  init.prior.path must point at a converted GLIDE checkpoint (base for the base stages,
+  upsampler for `upsample`) or at a pretrained prior's workdir.
+  """
+  config = default_config()
+  config.data.name = dataset
+  config.data.task = task
+  config.model.overrides = ml_collections.ConfigDict({"task": task})
+  if job == "upsample":
+    set_upsampler(config, "piti_upsample256")
+    config.data.image_size = 256
+    config.data.low_res_size = 64
+    config.data.degradation = "bsrgan_light"
+    config.train.global_batch_size = 4
+    config.train.num_steps = 1_000_000
+    config.init.prior = init_entry(tree="params", prefixes="decoder")
+  else:
+    set_base_stage(config, job)
+    config.sample.guidance_scale = 1.0 if job == "stage1" else (2.5 if task == "sketch" and job == "stage2" else 1.5)
+  config.sample.respacing = "fast27" if job == "upsample" else "100"
+  return config
+
+
+def text_pretrain_config(job: str, *, dataset: str) -> ml_collections.ConfigDict:
+  """Text-to-image pretraining of the GLIDE-layout base (64px) or upsampler (64->256)."""
+  config = default_config()
+  config.mode = "pretrain"
+  config.data.name = dataset
+  config.data.task = "text"
+  config.data.uncond_p = 0.2
+  config.train.trainable = ""
+  config.optim.lr = 1e-4
+  config.optim.warmup_steps = 1000
+  config.train.num_steps = 1_000_000
+  config.sample.guidance_scale = 3.0
+  if job == "upsample":
+    config.model.preset = "glide_upsample256"
+    config.diffusion.schedule = "linear"
+    config.diffusion.timestep_sampler = "uniform"
+    config.data.image_size = 256
+    config.data.low_res_size = 64
+    config.data.degradation = "bsrgan_light"
+    config.data.uncond_p = 0.0
+    config.sample.respacing = "fast27"
+    config.sample.guidance_scale = 1.0
+  else:
+    config.model.preset = "glide_base64"
+  return config

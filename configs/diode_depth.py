@@ -1,0 +1,26 @@
+"""PITI on DIODE depth + normals: base stages and the upsampler finetune (reference settings).
+
+Train the base in stages, then the upsampler (GLIDE_BASE / GLIDE_UP: converted GLIDE
+checkpoints, see piti_jax.convert; DATA: the raw files the dataset builder asks for):
+
+  python -m piti_jax.main --config=configs/diode_depth.py:stage1 --workdir=runs/diode_depth/stage1 \
+      --config.data.manual_dir=DATA --config.init.prior.path=GLIDE_BASE
+  python -m piti_jax.main --config=configs/diode_depth.py:stage1_cont --workdir=runs/diode_depth/stage1_cont \
+      --config.data.manual_dir=DATA --config.init.prior.path=GLIDE_BASE \
+      --config.init.stage1.path=runs/diode_depth/stage1
+  python -m piti_jax.main --config=configs/diode_depth.py:stage2 --workdir=runs/diode_depth/stage2 \
+      --config.data.manual_dir=DATA --config.init.prior.path=GLIDE_BASE \
+      --config.init.stage1.path=runs/diode_depth/stage1_cont
+  python -m piti_jax.main --config=configs/diode_depth.py:upsample --workdir=runs/diode_depth/upsample \
+      --config.data.manual_dir=DATA --config.init.prior.path=GLIDE_UP
+
+Pods: add --config.mesh.fsdp=N to shard parameters and optimizer state N ways, and
+--config.model.dtype=bfloat16 for bfloat16 compute (parameters stay float32).
+"""
+
+from piti_jax.train import config as train_config
+
+
+def get_config(arg: str = "stage1"):
+  job = train_config.parse_job(arg, train_config.PITI_JOBS)
+  return train_config.piti_finetune_config(job, dataset="diode", task="depth")
