@@ -271,3 +271,30 @@ def test_init_spec_samples():
   normal = Init("normal", 0.01).numpy_sample(rng, (4000,))
   assert abs(normal.std() - 0.01) < 0.001
   assert not Init("zeros").numpy_sample(rng, (3,)).any() and (Init("ones").numpy_sample(rng, (3,)) == 1).all()
+
+
+def _decoder_loss_and_grads(decoder, x, t, tokens, pooled, key):
+  def loss_fn(d):
+    return jnp.mean(d(x, t, tokens, pooled, train=True, rngs=nnx.Rngs(dropout=key)) ** 2)
+  return nnx.value_and_grad(loss_fn)(decoder)
+
+
+_decoder_loss_and_grads_jit = nnx.jit(_decoder_loss_and_grads)
+
+
+def test_remat_gives_the_same_loss_and_gradients():
+  small = dict(image_size=16, channel_mult=(1, 2), attention_ds=(1,), remat=False)
+  plain = _perturbed(create_model("tiny_piti64", rngs=nnx.Rngs(0), **small).decoder, 5)
+  graphdef, _ = nnx.split(create_model("tiny_piti64", rngs=nnx.Rngs(0), **dict(small, remat=True)).decoder)
+  remat = nnx.merge(graphdef, nnx.state(plain))
+  rng = np.random.default_rng(6)
+  x = jnp.asarray(rng.standard_normal((BATCH, 16, 16, 3)), jnp.float32)
+  tokens = jnp.asarray(rng.standard_normal((BATCH, 4, 64)), jnp.float32)
+  pooled = jnp.asarray(rng.standard_normal((BATCH, 64)), jnp.float32)
+  t = jnp.asarray([5.0, 600.0])
+  loss_a, grads_a = _decoder_loss_and_grads_jit(plain, x, t, tokens, pooled, jax.random.key(7))
+  loss_b, grads_b = _decoder_loss_and_grads_jit(remat, x, t, tokens, pooled, jax.random.key(7))
+  np.testing.assert_allclose(float(loss_a), float(loss_b), rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(grads_a), jax.tree.leaves(grads_b)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+  assert float(jnp.max(jnp.abs(grads_a["input_blocks"][0][0]["kernel"][...]))) > 0

@@ -30,7 +30,8 @@ class ModelConfig:
 
   Decoder: image_size, super_res (adds the low-res input), model_channels, num_res_blocks,
   channel_mult, attention_ds (downsample factors with attention), num_head_channels, dropout,
-  learn_sigma (6 output channels instead of 3).
+  learn_sigma (6 output channels instead of 3), remat (recompute the UNet blocks' activations
+  in the backward pass: less memory, same results).
   Condition encoder: xf_width, xf_layers, xf_heads; for family "glide" also text_ctx, n_vocab;
   for family "piti" task ("mask" | "sketch" | "depth"), cond_size, cnn_hidden.
   `name` is the preset the config came from (used by checkpoints to store only overrides).
@@ -47,6 +48,7 @@ class ModelConfig:
   num_head_channels: int = 64
   dropout: float = 0.1
   learn_sigma: bool = True
+  remat: bool = False
   xf_width: int = 512
   xf_layers: int = 16
   xf_heads: int = 8
@@ -83,7 +85,7 @@ def build_decoder(config: ModelConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs | Non
               num_res_blocks=config.num_res_blocks, channel_mult=tuple(config.channel_mult),
               attention_ds=tuple(config.attention_ds), num_head_channels=config.num_head_channels,
               encoder_channels=config.xf_width, dropout=config.dropout, super_res=config.super_res,
-              dtype=dtype, rngs=rngs)
+              remat=config.remat, dtype=dtype, rngs=rngs)
 
 
 class _EncoderDecoderModel(nnx.Module):

@@ -96,8 +96,8 @@ class AttentionBlock(nnx.Module):
     return x + self.proj_out(h).reshape(b, height, width, c)
 
 
-def _apply_block(block: nnx.List, h: jax.Array, emb: jax.Array, tokens: jax.Array, *, train: bool,
-                 rngs: nnx.Rngs | None) -> jax.Array:
+def _apply_block(block: nnx.List, h: jax.Array, emb: jax.Array, tokens: jax.Array, rngs: nnx.Rngs | None, *,
+                 train: bool) -> jax.Array:
   """Runs one reference `TimestepEmbedSequential`: ResBlocks get emb, attention gets tokens."""
   for layer in block:
     if isinstance(layer, ResBlock):
@@ -123,14 +123,17 @@ class UNet(nnx.Module):
     encoder_channels: width of the condition tokens and of the pooled vector.
     dropout: ResBlock dropout rate (active only with train=True).
     super_res: concatenate the bilinearly resized `low_res` image to the input.
+    remat: recompute each block's activations in the backward pass (less memory, same results).
     dtype: compute dtype of the body; the embedding path and the output head are float32.
   """
 
   def __init__(self, *, in_channels: int, model_channels: int, out_channels: int, num_res_blocks: int,
                channel_mult: tuple[int, ...], attention_ds: tuple[int, ...], num_head_channels: int,
-               encoder_channels: int, dropout: float, super_res: bool, dtype: jnp.dtype, rngs: nnx.Rngs | None):
+               encoder_channels: int, dropout: float, super_res: bool, remat: bool, dtype: jnp.dtype,
+               rngs: nnx.Rngs | None):
     self.model_channels = model_channels
     self.super_res = super_res
+    self.remat = remat
     self.dtype = dtype
     emb_dim = 4 * model_channels
     self.time_embed = nnx.List([
@@ -207,14 +210,19 @@ class UNet(nnx.Module):
       raise PitiError("low_res was given to a base (non super-resolution) model; drop it or use an upsampler preset.")
     emb = self.time_embed[2](self.time_embed[1](self.time_embed[0](timestep_embedding(t, self.model_channels))))
     emb = emb + self.transformer_proj(pooled)
+    def run_block(block, h, emb, tokens, rngs):
+      return _apply_block(block, h, emb, tokens, rngs, train=train)
+
+    if self.remat:
+      run_block = nnx.remat(run_block)
     h = x.astype(self.dtype)
     skips = []
     for block in self.input_blocks:
-      h = _apply_block(block, h, emb, tokens, train=train, rngs=rngs)
+      h = run_block(block, h, emb, tokens, rngs)
       skips.append(h)
-    h = _apply_block(self.middle_block, h, emb, tokens, train=train, rngs=rngs)
+    h = run_block(self.middle_block, h, emb, tokens, rngs)
     for block in self.output_blocks:
       h = jnp.concatenate([h, skips.pop()], axis=-1)
-      h = _apply_block(block, h, emb, tokens, train=train, rngs=rngs)
+      h = run_block(block, h, emb, tokens, rngs)
     h = h.astype(jnp.float32)
     return self.out[2](self.out[1](self.out[0](h)))
