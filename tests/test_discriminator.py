@@ -77,3 +77,19 @@ def test_instance_norm_matches_numpy():
   var = x.var(axis=(1, 2), keepdims=True)
   expected = (x - mean) / np.sqrt(var + 1e-5)
   np.testing.assert_allclose(np.asarray(instance_norm(jnp.asarray(x))), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_initialisation_is_pytorch_default_and_deterministic():
+  first = PatchDiscriminator(ndf=8, n_layers=2, rngs=nnx.Rngs(7))
+  again = PatchDiscriminator(ndf=8, n_layers=2, rngs=nnx.Rngs(7))
+  other = PatchDiscriminator(ndf=8, n_layers=2, rngs=nnx.Rngs(8))
+  convs = [first.first, *first.normed, first.last]
+  for conv in convs:
+    bound = 1.0 / np.sqrt(16 * conv.kernel.shape[2])  # U(+-1/sqrt(fan_in)), fan_in = 4 * 4 * in
+    for value in (conv.kernel[...], conv.bias[...]):
+      assert float(jnp.abs(value).max()) <= bound
+    assert float(jnp.abs(conv.kernel[...]).max()) > 0.9 * bound
+  for a, b, c in zip(jax.tree.leaves(nnx.state(first)), jax.tree.leaves(nnx.state(again)),
+                     jax.tree.leaves(nnx.state(other))):
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)

@@ -10,6 +10,7 @@ in +-1/sqrt(fan_in)), as in the reference, which never re-initialises the discri
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from piti_jax.models.layers import Conv2d
@@ -20,9 +21,27 @@ LEAKY_SLOPE = 0.2
 NORM_EPS = 1e-5
 
 
-def _conv(in_channels: int, out_channels: int, stride: int, rngs: nnx.Rngs, dtype) -> Conv2d:
-  """4x4 conv with zero padding 1 and a bias; kernel (4, 4, in, out) with fsdp metadata."""
-  return Conv2d(in_channels, out_channels, KERNEL_SIZE, stride=stride, padding=PADDING, dtype=dtype, rngs=rngs)
+def _conv(in_channels: int, out_channels: int, stride: int, dtype) -> Conv2d:
+  """4x4 conv with zero padding 1 and a bias; kernel (4, 4, in, out) with fsdp metadata.
+
+  Built without weights (rngs=None); `PatchDiscriminator` draws every weight at once.
+  """
+  return Conv2d(in_channels, out_channels, KERNEL_SIZE, stride=stride, padding=PADDING, dtype=dtype, rngs=None)
+
+
+def _draw_uniform(key: jax.Array, shapes_and_bounds: list[tuple[tuple[int, ...], float]]) -> list[jax.Array]:
+  """U(-bound, bound) float32 arrays of the given shapes from one key.
+
+  Concrete keys seed one NumPy generator (no XLA program to compile); under a trace
+  (nnx.eval_shape, jit) the values come from jax.random.
+  """
+  try:
+    seed = np.asarray(jax.random.key_data(key), np.uint32).ravel()
+  except jax.errors.TracerArrayConversionError:
+    keys = jax.random.split(key, len(shapes_and_bounds))
+    return [jax.random.uniform(k, shape, jnp.float32, -bound, bound) for k, (shape, bound) in zip(keys, shapes_and_bounds)]
+  generator = np.random.default_rng(np.random.SeedSequence(seed.tolist()))
+  return [jnp.asarray(generator.uniform(-bound, bound, shape).astype(np.float32)) for shape, bound in shapes_and_bounds]
 
 
 def instance_norm(x: jax.Array, eps: float = NORM_EPS) -> jax.Array:
@@ -49,12 +68,20 @@ class PatchDiscriminator(nnx.Module):
   def __init__(self, in_channels: int = 3, ndf: int = 64, n_layers: int = 3, *, rngs: nnx.Rngs,
                dtype=jnp.float32):
     widths = [ndf * min(2**n, 8) for n in range(n_layers + 1)]
-    self.first = _conv(in_channels, widths[0], 2, rngs, dtype)
-    self.normed = nnx.List([
-        _conv(widths[n - 1], widths[n], 2 if n < n_layers else 1, rngs, dtype)
-        for n in range(1, n_layers + 1)
-    ])
-    self.last = _conv(widths[-1], 1, 1, rngs, dtype)
+
+    def layers():
+      return (_conv(in_channels, widths[0], 2, dtype),
+              nnx.List([_conv(widths[n - 1], widths[n], 2 if n < n_layers else 1, dtype)
+                        for n in range(1, n_layers + 1)]),
+              _conv(widths[-1], 1, 1, dtype))
+
+    # Abstract layers, then one random program for all weights: creating or drawing each
+    # parameter eagerly would compile one XLA program per parameter shape.
+    self.first, self.normed, self.last = nnx.eval_shape(layers)
+    params = [p for conv in (self.first, *self.normed, self.last) for p in (conv.kernel, conv.bias)]
+    values = _draw_uniform(rngs.params(), [(tuple(p.shape), p.get_metadata()["init"].scale) for p in params])
+    for param, value in zip(params, values):
+      param.set_value(value)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """Logits for each patch.
