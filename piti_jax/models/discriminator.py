@@ -39,7 +39,8 @@ def _draw_uniform(key: jax.Array, shapes_and_bounds: list[tuple[tuple[int, ...],
     seed = np.asarray(jax.random.key_data(key), np.uint32).ravel()
   except jax.errors.TracerArrayConversionError:
     keys = jax.random.split(key, len(shapes_and_bounds))
-    return [jax.random.uniform(k, shape, jnp.float32, -bound, bound) for k, (shape, bound) in zip(keys, shapes_and_bounds)]
+    return [jax.random.uniform(k, shape, jnp.float32, -bound, bound)
+            for k, (shape, bound) in zip(keys, shapes_and_bounds)]
   generator = np.random.default_rng(np.random.SeedSequence(seed.tolist()))
   return [jnp.asarray(generator.uniform(-bound, bound, shape).astype(np.float32)) for shape, bound in shapes_and_bounds]
 
@@ -75,7 +76,7 @@ class PatchDiscriminator(nnx.Module):
                         for n in range(1, n_layers + 1)]),
               _conv(widths[-1], 1, 1, dtype))
 
-    # Abstract layers, then one random program for all weights: creating or drawing each
+    # Abstract layers, then every weight from one random generator: creating or drawing each
     # parameter eagerly would compile one XLA program per parameter shape.
     self.first, self.normed, self.last = nnx.eval_shape(layers)
     params = [p for conv in (self.first, *self.normed, self.last) for p in (conv.kernel, conv.bias)]
