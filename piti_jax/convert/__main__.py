@@ -27,8 +27,10 @@ from piti_jax.models.task_encoder import TASK_CHANNELS  # noqa: E402
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(prog="python -m piti_jax.convert", description=__doc__.split("\n")[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+      prog="python -m piti_jax.convert",
+      description="Convert a GLIDE or PITI PyTorch checkpoint into a piti_jax model checkpoint.",
+      epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--src", required=True, help="PyTorch state-dict file (.pt).")
   parser.add_argument("--model", required=True, help="target preset, e.g. glide_base64, piti_base64, "
                       "piti_upsample256, glide_upsample256.")

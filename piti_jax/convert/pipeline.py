@@ -29,6 +29,7 @@ class ImportReport:
 
   preset: str
   overrides: dict
+  task: str | None
   source_layout: str
   converted_tensors: int
   converted_parameters: int
@@ -37,7 +38,8 @@ class ImportReport:
   fresh_parameters: int
 
   def summary(self) -> str:
-    lines = [f"preset {self.preset} {self.overrides or ''}".rstrip(),
+    task = f", task {self.task}" if self.task else ""
+    lines = [f"preset {self.preset}{task}, overrides {self.overrides}",
              f"source layout: {self.source_layout}; converted {self.converted_tensors} tensors "
              f"({self.converted_parameters:,} parameters)"]
     if self.dropped_keys:
@@ -134,7 +136,8 @@ def convert_to_checkpoint(state_dict: Mapping[str, np.ndarray], preset: str, out
   model_checkpoint.save_checkpoint(out_dir, params, preset=config.name, overrides=chosen, overwrite=overwrite)
   fresh_leaves = flatten(params)
   return ImportReport(
-      preset=config.name, overrides=chosen, source_layout=conversion.source_layout,
+      preset=config.name, overrides=chosen, task=config.task if config.family == "piti" else None,
+      source_layout=conversion.source_layout,
       converted_tensors=len(conversion.params),
       converted_parameters=int(sum(v.size for v in conversion.params.values())),
       dropped_keys=conversion.dropped, fresh_paths=conversion.fresh,
