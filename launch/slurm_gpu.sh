@@ -17,6 +17,6 @@ if [ "$#" -lt 2 ]; then
 fi
 CONFIG="$1"; WORKDIR="$2"; shift 2
 PYTHON="${PYTHON:-python3}"
-# One GPU per task: each process sees only its own device.
-srun --kill-on-bad-exit=1 bash -c 'export CUDA_VISIBLE_DEVICES=$SLURM_LOCALID; exec "$0" "$@"' \
-  "$PYTHON" -m piti_jax.main --config="$CONFIG" --workdir="$WORKDIR" "$@"
+# jax.distributed.initialize() (called by piti_jax.main when SLURM_NTASKS > 1) gives each task
+# the GPU of its SLURM_LOCALID.
+srun --kill-on-bad-exit=1 "$PYTHON" -m piti_jax.main --config="$CONFIG" --workdir="$WORKDIR" "$@"
