@@ -136,6 +136,34 @@ def test_glide_checkpoint_initialises_a_piti_model(tmp_path):
   assert float(np.abs(flat["encoder.cnn.conv1.kernel"]).max()) > 0
 
 
+@pytest.mark.parametrize("key_file, preset, tensors, parameters", [
+    ("convert_piti_base64_keys.txt", "piti_base64", 708, 308_728_902 + 29_286_400),
+    ("convert_piti_upsample256_keys.txt", "piti_upsample256", 722, 351_345_862),
+    ("convert_glide_base64_keys.txt", "glide_base64", 783, 385_030_726),
+    ("convert_glide_upsample256_keys.txt", "glide_upsample256", 797, 398_361_286),
+])
+def test_released_checkpoint_layouts_map_one_to_one(key_file, preset, tensors, parameters):
+  """The names and shapes of the public GLIDE and PITI checkpoints fit the presets exactly."""
+  key_shapes = _read_key_shapes(key_file)
+  config = get_config(preset)
+  plan = mapping.plan_conversion(key_shapes, _shapes(preset), preset=preset, family=config.family)
+  assert len(key_shapes) == tensors == len(plan.sources)
+  assert sorted(plan.sources.values()) == sorted(key_shapes) and not plan.fresh and not plan.dropped
+  assert sum(int(np.prod(shape)) for shape in key_shapes.values()) == parameters
+
+
+@pytest.mark.parametrize("glide_keys, piti_preset", [("convert_glide_base64_keys.txt", "piti_base64"),
+                                                     ("convert_glide_upsample256_keys.txt", "piti_upsample256")])
+def test_released_glide_checkpoints_initialise_piti_decoders(glide_keys, piti_preset):
+  key_shapes = _read_key_shapes(glide_keys)
+  plan = mapping.plan_conversion(key_shapes, _shapes(piti_preset), preset=piti_preset, family="piti")
+  assert all(path.startswith("decoder.") for path in plan.sources)
+  assert {p for p in _shapes(piti_preset) if p.startswith("encoder.")} == set(plan.fresh)
+  assert set(plan.dropped) == {k for k in key_shapes if mapping.is_text_side_key(k)}
+  assert len(plan.sources) + len(plan.dropped) == len(key_shapes)
+  assert plan.sources["decoder.transformer_proj.kernel"] == "transformer_proj.weight"
+
+
 def _expect_failure(state_dict, out_dir, *names):
   with pytest.raises(PitiError) as error:
     pipeline.convert_to_checkpoint(state_dict, "bench_tiny", str(out_dir))

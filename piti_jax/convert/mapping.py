@@ -38,6 +38,19 @@ Shapes = dict[str, tuple[int, ...]]  # "decoder.out.2.kernel" -> shape
 
 
 @dataclasses.dataclass
+class ConversionPlan:
+  """Which checkpoint key feeds which parameter path (names and shapes checked, no values).
+
+  sources: {parameter path: PyTorch key}. fresh, dropped, source_layout: as in `Conversion`.
+  """
+
+  sources: dict[str, str]
+  fresh: list[str]
+  dropped: list[str]
+  source_layout: str
+
+
+@dataclasses.dataclass
 class Conversion:
   """Result of mapping a state dict onto a model's parameter tree.
 
@@ -108,21 +121,21 @@ def _format_problems(title: str, items: list[str], limit: int = 40) -> str:
   return f"{title} ({len(items)}):\n  " + "\n  ".join(shown) + more
 
 
-def convert_state_dict(state_dict: Mapping[str, np.ndarray], target_shapes: Shapes, *,
-                       preset: str, family: str) -> Conversion:
-  """Maps every tensor of a GLIDE or PITI state dict onto a model's parameter paths.
+def plan_conversion(source_shapes: Mapping[str, tuple[int, ...]], target_shapes: Shapes, *,
+                    preset: str, family: str) -> ConversionPlan:
+  """Matches checkpoint keys to a model's parameter paths by names and shapes alone.
 
   Args:
-    state_dict: {PyTorch key: array in PyTorch layout}, e.g. from `torch_io.load_torch_state_dict`.
+    source_shapes: {PyTorch key: shape in PyTorch layout} of the checkpoint.
     target_shapes: {parameter path "a.b.kernel": shape} of every parameter of the target model.
     preset: the target preset's name (for messages).
     family: "piti" or "glide" (the target model's family).
   Returns:
-    A `Conversion`; `params` covers every target path except `fresh`.
+    A `ConversionPlan` whose `sources` cover every target path except `fresh`.
   Raises:
-    PitiError naming every missing key, unexpected key and shape mismatch (nothing is returned then).
+    PitiError naming every missing key, unexpected key and shape mismatch.
   """
-  keys = list(state_dict)
+  keys = list(source_shapes)
   layout = detect_source_layout(keys)
   if layout == SOURCE_PITI and family == "glide":
     raise PitiError(f"this is a PITI checkpoint (encoder./decoder. keys) but preset {preset!r} is a GLIDE "
@@ -139,19 +152,20 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], target_shapes: Shap
   missing = [key for key, path in expected.items() if key not in used and path.split(".")[0] not in fresh_roots]
   unexpected = [source for model_key, source in used.items() if model_key not in expected]
 
-  params: dict[str, np.ndarray] = {}
+  sources: dict[str, str] = {}
   mismatched = []
   for model_key, source_key in used.items():
     if model_key not in expected:
       continue
     path = expected[model_key]
-    value = np.asarray(state_dict[source_key])
-    converted = to_nnx_layout(value, path.rsplit(".", 1)[-1], target_shapes[path])
-    if converted.shape != tuple(target_shapes[path]):
-      mismatched.append(f"{source_key}: checkpoint shape {tuple(value.shape)} (-> {tuple(converted.shape)}), "
+    shape = tuple(source_shapes[source_key])
+    layout_view = np.broadcast_to(np.zeros((), np.float32), shape)  # shape only, no memory
+    converted = to_nnx_layout(layout_view, path.rsplit(".", 1)[-1], target_shapes[path]).shape
+    if converted != tuple(target_shapes[path]):
+      mismatched.append(f"{source_key}: checkpoint shape {shape} (-> {converted}), "
                         f"model parameter {path} has shape {tuple(target_shapes[path])}")
       continue
-    params[path] = np.ascontiguousarray(converted, dtype=np.float32)
+    sources[path] = source_key
 
   problems = []
   if missing:
@@ -163,5 +177,25 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], target_shapes: Shap
   if problems:
     raise PitiError(f"the checkpoint does not fit preset {preset!r} (layout: {layout}):\n" + "\n".join(problems)
                     + "\nPick the preset (and --task) the checkpoint was trained with; nothing was written.")
-  fresh = sorted(path for path in target_shapes if path not in params)
-  return Conversion(params=params, fresh=fresh, dropped=dropped, source_layout=layout)
+  fresh = sorted(path for path in target_shapes if path not in sources)
+  return ConversionPlan(sources=sources, fresh=fresh, dropped=dropped, source_layout=layout)
+
+
+def convert_state_dict(state_dict: Mapping[str, np.ndarray], target_shapes: Shapes, *,
+                       preset: str, family: str) -> Conversion:
+  """Maps every tensor of a GLIDE or PITI state dict onto a model's parameter paths.
+
+  Args:
+    state_dict: {PyTorch key: array in PyTorch layout}, e.g. from `torch_io.load_torch_state_dict`.
+    target_shapes, preset, family: as for `plan_conversion`.
+  Returns:
+    A `Conversion` with float32 C-contiguous arrays in NNX layout for every planned path.
+  Raises:
+    PitiError naming every missing key, unexpected key and shape mismatch (see `plan_conversion`).
+  """
+  plan = plan_conversion({key: np.shape(value) for key, value in state_dict.items()}, target_shapes,
+                         preset=preset, family=family)
+  params = {path: np.ascontiguousarray(to_nnx_layout(np.asarray(state_dict[key]), path.rsplit(".", 1)[-1],
+                                                     target_shapes[path]), dtype=np.float32)
+            for path, key in plan.sources.items()}
+  return Conversion(params=params, fresh=plan.fresh, dropped=plan.dropped, source_layout=plan.source_layout)
