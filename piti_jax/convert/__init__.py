@@ -1,1 +1,8 @@
-"""Import of PyTorch GLIDE/PITI checkpoints and pretrained weights (see `__main__` for the CLI)."""
+"""Import of the public PyTorch GLIDE/PITI checkpoints into piti_jax model checkpoints.
+
+- `torch_io`: reads a PyTorch state dict as NumPy arrays (needs the `convert` extra).
+- `mapping`: PyTorch key/layout -> parameter path/layout (`plan_conversion` checks names and
+  shapes only; `convert_state_dict` moves the arrays); pure NumPy, no torch.
+- `pipeline`: fills freshly initialised parts (GLIDE -> PITI) and writes the checkpoint.
+- `__main__`: `python -m piti_jax.convert --src FILE.pt --model PRESET [--task ...] --out DIR`.
+"""
