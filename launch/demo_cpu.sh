@@ -16,7 +16,7 @@ OUT="${1:-/tmp/piti_demo}"
 PYTHON="${PYTHON:-python}"
 COMMON=(
   "--config.data.data_dir=$OUT/tfds" "--config.data.train_size=1000"
-  "--config.train.global_batch_size=16" "--config.train.log_every=25" "--config.train.eval_every=0"
+  "--config.train.global_batch_size=8" "--config.train.log_every=25" "--config.train.eval_every=0"
 )
 run() {  # run <job> <workdir> <steps> [extra flags...]
   local job="$1" workdir="$2" steps="$3"
@@ -26,7 +26,7 @@ run() {  # run <job> <workdir> <steps> [extra flags...]
     "--config.train.num_steps=$steps" "--config.train.save_every=$steps" "--config.train.sample_every=$steps" "$@"
 }
 start=$(date +%s)
-run pretrain "$OUT/prior" 500
+run pretrain "$OUT/prior" 400
 run stage1 "$OUT/stage1" 150 "--config.init.prior.path=$OUT/prior"
 run stage2 "$OUT/stage2" 250 "--config.init.prior.path=$OUT/prior" "--config.init.stage1.path=$OUT/stage1"
 echo "demo done in $(( $(date +%s) - start ))s; sample grids:"

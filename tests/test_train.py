@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from piti_jax.errors import PitiError
+from piti_jax.models import checkpoint as model_checkpoint
 from piti_jax.train import loop, partition
 from piti_jax.train.params import flatten
 from tests.train_helpers import shapes_config
@@ -48,7 +49,8 @@ def prior(data_dir, tmp_path_factory):
   """A text-to-image prior pretrained on shapes for PRETRAIN_STEPS steps: (workdir, result)."""
   workdir = str(tmp_path_factory.mktemp("prior"))
   config = shapes_config("pretrain", data_dir, num_steps=PRETRAIN_STEPS, save_every=PRETRAIN_STEPS,
-                         eval_every=PRETRAIN_STEPS, sample_every=PRETRAIN_STEPS, sample_batch_size=2)
+                         eval_every=PRETRAIN_STEPS, sample_every=PRETRAIN_STEPS, sample_batch_size=2,
+                         export=True)
   config.sample.respacing = "2"
   return workdir, loop.train(config, workdir)
 
@@ -63,6 +65,8 @@ def test_pretraining_on_shapes_lowers_the_loss(prior):
   assert len(validation) == 1 and np.isfinite(validation[0]["val_loss"])
   grid = np.asarray(Image.open(os.path.join(prior[0], "samples", f"step_{PRETRAIN_STEPS:07d}.png")))
   assert grid.shape == (2 * (32 + 2) + 2, 2 * (32 + 2) + 2, 3)  # 2 rows of sample | ground truth
+  exported = model_checkpoint.load_params(os.path.join(prior[0], "export", "ema_0.999"))
+  assert_trees_equal(exported, host(loop.merge_trees(result.state.ema["0.999"], result.state.frozen)))
 
 
 def test_resume_is_exact(data_dir, tmp_path):
@@ -161,6 +165,9 @@ def test_upsampler_step_updates_the_discriminator(data_dir):
   config = shapes_config("upsample", data_dir)
   config.init = {}
   config.adversarial.start_step = 0
+  config.data.image_size, config.data.low_res_size = 32, 16
+  config.model.overrides.image_size = 32
+  config.adversarial.disc_channels, config.adversarial.disc_layers = 8, 2
   mesh = partition.make_mesh(-1, 1)
   with jax.set_mesh(mesh):
     trainer = loop.get_trainer(config, mesh)

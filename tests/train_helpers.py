@@ -20,6 +20,7 @@ def shapes_config(job: str, data_dir: str, **train):
   config.train.eval_every = 0
   config.train.sample_every = 0
   config.train.keep_checkpoints = 5
+  config.train.export = False
   for name, value in train.items():
     config.train[name] = value
   return config

@@ -18,6 +18,8 @@ Fields (all overridable on the command line, e.g. `--config.train.num_steps=1000
   train.global_batch_size, num_steps, log_every, save_every, eval_every, eval_batches,
   train.sample_every, sample_batch_size, keep_checkpoints,
   train.debug_inject_nan_at_step  (tests of the fault path; -1 = off).
+  train.export         at the end, write the first EMA (+ frozen parts) as a model checkpoint
+                       in <workdir>/export/ema_<rate> (the format inference loads).
   optim.*              AdamW: lr, encoder_lr/decoder_lr (> 0: separate rates), b1, b2, eps,
                        weight_decay, warmup_steps, cosine_decay_steps, final_lr_fraction,
                        grad_clip_norm (0 = off).
@@ -67,6 +69,7 @@ def default_config() -> ml_collections.ConfigDict:
       "sample_batch_size": 8,
       "keep_checkpoints": 3,
       "debug_inject_nan_at_step": -1,
+      "export": True,
   })
 
   config.optim = ml_collections.ConfigDict({

@@ -214,7 +214,7 @@ class Trainer:
 # a resumed run, the benchmark) reuse the compiled step.
 _LOOP_ONLY_FIELDS = {
     "train": ("num_steps", "log_every", "save_every", "eval_every", "eval_batches", "sample_every",
-              "keep_checkpoints", "sample_batch_size", "debug_inject_nan_at_step"),
+              "keep_checkpoints", "sample_batch_size", "debug_inject_nan_at_step", "export"),
     "": ("seed", "init", "mode"),
 }
 _TRAINERS: dict[tuple, Trainer] = {}
@@ -290,9 +290,9 @@ class _Run:
 
   def flush_metrics(self) -> None:
     """Fetches pending metrics, stops on a non-finite step, writes the means."""
-    if not len(self.buffer):
+    step = self.buffer.last_step
+    if step is None:
       return
-    step = self.buffer._pending[-1][0]  # pylint: disable=protected-access
     means, first_bad = self.buffer.fetch()
     if first_bad is not None:
       self.checkpointer.wait()
@@ -332,11 +332,24 @@ class _Run:
       self.writer.write_images(step, {"samples": grid[None]})
       logging.info("step %d: sample grid %s (columns: %s)", step, path, ", ".join(names))
 
+  def export(self, state: state_lib.TrainState) -> None:
+    """Writes the averaged model as a model checkpoint: `<workdir>/export/ema_<rate>` (or `params`).
+
+    That directory is what inference and `config.init.*.path` take (piti_jax.models.checkpoint).
+    """
+    from piti_jax.models import checkpoint as model_checkpoint  # pylint: disable=import-outside-toplevel
+
+    name = f"ema_{ema_lib.ema_name(self.trainer.ema_rates[0])}" if self.trainer.ema_rates else "params"
+    directory = os.path.join(self.workdir, "export", name)
+    model_checkpoint.save_checkpoint(directory, self.trainer.sample_params(state), preset=self.config.model.preset,
+                                     overrides=dict(self.config.model.overrides), overwrite=True)
+    logging.info("exported the %s model to %s", name, directory)
+
   def train(self) -> TrainResult:
     cfg = self.train_cfg
     state = self.initial_state()
     step = int(jax.device_get(state.step))
-    progress = metrics_lib.make_progress(cfg.num_steps, self.writer)
+    progress = metrics_lib.make_progress(cfg.num_steps, self.writer, cfg.log_every)
     watch = PreemptionWatch(self.checkpointer.reached_preemption)
     preempted = False
     try:
@@ -361,6 +374,8 @@ class _Run:
           self.save(step, state)
       self.flush_metrics()
       self.checkpointer.wait()
+      if cfg.export and not preempted and step == cfg.num_steps:
+        self.export(state)
     finally:
       watch.close()
       self.writer.flush()

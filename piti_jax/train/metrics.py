@@ -40,6 +40,11 @@ class MetricBuffer:
   def __len__(self) -> int:
     return len(self._pending)
 
+  @property
+  def last_step(self) -> int | None:
+    """Step of the newest pending metrics (None when empty)."""
+    return self._pending[-1][0] if self._pending else None
+
   def fetch(self) -> tuple[dict[str, float], int | None]:
     """(means over the pending steps, first step whose update was non-finite or None); empties the buffer.
 
@@ -66,8 +71,9 @@ def make_writer(workdir: str) -> metric_writers.MetricWriter:
   return metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0, asynchronous=True)
 
 
-def make_progress(num_steps: int, writer: metric_writers.MetricWriter) -> Any:
-  """clu ReportProgress (steps/s, ETA) on process 0, a no-op callable elsewhere."""
+def make_progress(num_steps: int, writer: metric_writers.MetricWriter, every_steps: int) -> Any:
+  """clu ReportProgress (steps/s, ETA every `every_steps`) on process 0, a no-op elsewhere."""
   if jax.process_index() > 0:
     return lambda step, **_: None
-  return periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer, every_secs=None, every_steps=None)
+  return periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer, every_secs=None,
+                                         every_steps=every_steps)

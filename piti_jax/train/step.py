@@ -57,10 +57,6 @@ def _rng_key(state: TrainState) -> jax.Array:
   return jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
 
-def _all_finite(tree: Any) -> jax.Array:
-  return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
-
-
 def _keep_if(bad: jax.Array, new: Any, old: Any) -> Any:
   """`old` where `bad`, else `new` (leaf-wise)."""
   return jax.tree.map(lambda n, o: jnp.where(bad, o, n), new, old)
