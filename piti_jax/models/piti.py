@@ -105,7 +105,7 @@ class _EncoderDecoderModel(nnx.Module):
 
     Args:
       x_t: (B, H, W, 3) noisy images.
-      t: (B,) integer or float timesteps on the reference's 0..1000 scale.
+      t: (B,) (or scalar) integer or float timesteps on the reference's 0..1000 scale.
       cond: the raw condition (see `encode`); give exactly one of cond / encoded.
       encoded: `encode(cond)`, computed once and reused.
       low_res: (B, h, w, 3) low-resolution images for super-resolution models, else None.

@@ -210,7 +210,9 @@ class UNet(nnx.Module):
       raise PitiError("low_res was given to a base (non super-resolution) model; drop it or use an upsampler preset.")
     emb = self.time_embed[2](self.time_embed[1](self.time_embed[0](timestep_embedding(t, self.model_channels))))
     emb = emb + self.transformer_proj(pooled)
-    def run_block(block, h, emb, tokens, rngs):
+
+    def run_block(block: nnx.List, h: jax.Array, emb: jax.Array, tokens: jax.Array,
+                  rngs: nnx.Rngs | None) -> jax.Array:
       return _apply_block(block, h, emb, tokens, rngs, train=train)
 
     if self.remat:
