@@ -12,12 +12,19 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import time
 
 from piti_jax.data import pipeline
 from piti_jax.data.config import default_data_config
 from piti_jax.data.datasets import make_builder, prepare_dataset
+
+
+def _cpu_seconds() -> float:
+  """User + system CPU time of this process and its finished child processes."""
+  own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+  return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _measure(config, *, batch_size: int, batches: int, warmup: int) -> float:
@@ -49,11 +56,14 @@ def main() -> None:
   if args.prepare:
     builder_dir = make_builder(config).data_dir
     shutil.rmtree(builder_dir, ignore_errors=True)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), _cpu_seconds()
     prepare_dataset(config)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
     print(json.dumps({"benchmark": "prepare_shapes", "examples": args.train_size + 200, "seconds": round(seconds, 2),
-                      "examples_per_s": round((args.train_size + 200) / seconds, 1), "device": device}), flush=True)
+                      "cpu_seconds": round(cpu, 2), "examples_per_s": round((args.train_size + 200) / seconds, 1),
+                      "load_average_1min": os.getloadavg()[0], "device": device,
+                      "counts": "wall and CPU (this process + its workers) time to generate, encode and write"}),
+          flush=True)
   prepare_dataset(config)
 
   setups = {
@@ -71,7 +81,8 @@ def main() -> None:
           "benchmark": f"input_pipeline_{name}", "task": setup["task"], "image_size": setup["image_size"],
           "condition_size": run.condition_size, "low_res_size": setup["low_res_size"],
           "degradation": run.degradation if setup["low_res_size"] else None, "batch": setup["batch"],
-          "num_workers": workers, "examples_per_s": round(rate, 1), "device": device,
+          "num_workers": workers, "examples_per_s": round(rate, 1), "load_average_1min": os.getloadavg()[0],
+          "device": device,
           "counts": "examples of per-process batches from make_train_iterator after 2 warm-up batches"}), flush=True)
 
 

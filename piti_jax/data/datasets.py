@@ -34,7 +34,8 @@ def prepare_dataset(config: ml_collections.ConfigDict):
 
   Safe when several processes on one machine (or sharing a file system with working `flock`)
   call it at once: one prepares under an exclusive lock file in data_dir, the others wait and
-  then read what it wrote.
+  then read what it wrote. A remote data_dir (gs://...) has no lock: prepare it once beforehand
+  (`python -m piti_jax.data ...`) before a multi-process job reads it.
   """
   builder = make_builder(config)
   if builder.is_prepared():
@@ -46,15 +47,19 @@ def prepare_dataset(config: ml_collections.ConfigDict):
 
   import tensorflow_datasets as tfds
 
+  manual_dir = os.path.expanduser(config.manual_dir) if config.manual_dir else None
+  download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
   data_dir = expanded_data_dir(config)
+  if "://" in data_dir:  # a remote file system (gs://...) has no flock: prepare there from one process
+    builder.download_and_prepare(download_config=download_config)
+    return make_builder(config)
   os.makedirs(data_dir, exist_ok=True)
   with open(os.path.join(data_dir, f".{config.name}.prepare.lock"), "w") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
     try:
       builder = make_builder(config)  # another process may have finished while this one waited
       if not builder.is_prepared():
-        manual_dir = os.path.expanduser(config.manual_dir) if config.manual_dir else None
-        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+        builder.download_and_prepare(download_config=download_config)
         builder = make_builder(config)
     finally:
       fcntl.flock(lock, fcntl.LOCK_UN)
