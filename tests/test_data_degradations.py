@@ -53,7 +53,9 @@ def test_l0_smoothing_flattens_texture_and_keeps_flat_regions(image):
 
 def test_kernels_are_normalised():
   for kernel in (degradations.anisotropic_gaussian_kernel(9, 0.7, 1.5, 0.2),
+                 degradations.anisotropic_gaussian_kernel(6, 0.3, 1e-4, 1e-3),  # even size, all samples far out
                  degradations.isotropic_gaussian_kernel(7, 0.5), degradations.isotropic_gaussian_kernel(5, 0.0)):
+    assert np.all(np.isfinite(kernel))
     np.testing.assert_allclose(kernel.sum(), 1.0, rtol=1e-6)
     assert kernel.min() >= 0.0
   iso = degradations.isotropic_gaussian_kernel(7, 1.0)
@@ -95,3 +97,21 @@ def test_fft_convolution_matches_scipy_ndimage_with_mirror_padding(image, size):
   kernel /= kernel.sum()
   expected = ndimage.convolve(image, kernel[..., None], mode="mirror")
   np.testing.assert_allclose(degradations.convolve_mirror(image, kernel), expected, atol=1e-5)
+
+
+def test_bsrgan_light_applies_each_step_with_the_reference_probability():
+  image = np.asarray(Image.fromarray(shapes_scenes.generate_scene(1, 0, 0).image).resize((32, 32)))
+  draws = 400
+  counts = {}
+  for seed in range(draws):
+    applied = []
+    degradations.bsrgan_light(image, 4, np.random.default_rng(seed), applied)
+    assert applied.count("resize_to_target") == 1 and applied.count("noise") == 1
+    assert applied.index("resize_to_target") > applied.index(applied[[s in ("resize", "shifted_gaussian")
+                                                                       for s in applied].index(True)])
+    for step in set(applied):
+      counts[step] = counts.get(step, 0) + 1
+  # Binomial standard deviations over 400 draws are at most 0.025; allow about 4 of them.
+  expected = {"halve": 0.25, "blur": 0.8, "resize": 0.8, "shifted_gaussian": 0.2, "jpeg": 0.5, "l0_smooth": 0.2}
+  for step, probability in expected.items():
+    assert abs(counts.get(step, 0) / draws - probability) < 0.1, (step, counts.get(step, 0))

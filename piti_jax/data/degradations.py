@@ -90,7 +90,9 @@ def anisotropic_gaussian_kernel(size: int, theta: float, l1: float, l2: float) -
   points = np.stack([x, y], axis=-1)
   precision = np.linalg.inv(covariance)
   energy = np.einsum("...i,ij,...j->...", points, precision, points)
-  kernel = np.exp(-0.5 * energy)
+  # Shifting by the smallest energy only rescales the kernel, and keeps a very narrow one (whose
+  # samples would all underflow to 0, giving 0/0) finite.
+  kernel = np.exp(-0.5 * (energy - energy.min()))
   return kernel / kernel.sum()
 
 
@@ -98,7 +100,8 @@ def isotropic_gaussian_kernel(size: int, sigma: float) -> np.ndarray:
   """MATLAB fspecial('gaussian', size, sigma): normalised, tiny values zeroed."""
   offsets = np.arange(size) - (size - 1) / 2.0
   x, y = np.meshgrid(offsets, offsets)
-  kernel = np.exp(-(x * x + y * y) / (2.0 * max(sigma, 1e-3) ** 2))
+  radius2 = x * x + y * y
+  kernel = np.exp(-(radius2 - radius2.min()) / (2.0 * max(sigma, 1e-3) ** 2))  # shifted: see above
   kernel[kernel < np.finfo(float).eps * kernel.max()] = 0.0
   return kernel / kernel.sum()
 
@@ -123,14 +126,22 @@ def _shift_kernel(kernel: np.ndarray, scale: int) -> np.ndarray:
   return ndimage.map_coordinates(kernel, [rows, cols], order=1, mode="nearest")
 
 
-def random_downsample(image: np.ndarray, scale: int, rng: np.random.Generator) -> np.ndarray:
-  """Op 2: random-factor resize (p=0.8) or shifted-Gaussian blur + nearest subsampling by `scale`."""
+def random_downsample(image: np.ndarray, scale: int, rng: np.random.Generator,
+                      applied: list[str] | None = None) -> np.ndarray:
+  """Op 2: random-factor resize (p=0.8) or shifted-Gaussian blur + nearest subsampling by `scale`.
+
+  `applied`, if given, gets "resize" or "shifted_gaussian" appended.
+  """
   if rng.random() < RESIZE_P:
     factor = rng.uniform(1.0, 2.0 * scale)
     out = resize(image, int(image.shape[1] / factor), int(image.shape[0] / factor), _random_interpolation(rng))
+    kind = "resize"
   else:
     kernel = _shift_kernel(isotropic_gaussian_kernel(25, rng.uniform(0.1, 0.6 * scale)), scale)
     out = convolve_mirror(image, kernel / kernel.sum())[0::scale, 0::scale]
+    kind = "shifted_gaussian"
+  if applied is not None:
+    applied.append(kind)
   return np.clip(out, 0.0, 1.0)
 
 
@@ -210,28 +221,47 @@ def op_order(rng: np.random.Generator) -> list[int]:
   return order
 
 
-def bsrgan_light(image: np.ndarray, scale: int, rng: np.random.Generator) -> np.ndarray:
-  """Degrades a uint8 (H, W, 3) image into the uint8 (H // scale, W // scale, 3) low-res input."""
+def bsrgan_light(image: np.ndarray, scale: int, rng: np.random.Generator,
+                 applied: list[str] | None = None) -> np.ndarray:
+  """Degrades a uint8 (H, W, 3) image into the uint8 (H // scale, W // scale, 3) low-res input.
+
+  Args:
+    image: uint8 (H, W, 3) ground truth.
+    scale: 4 (or 2) as in the reference.
+    rng: the random generator (the result is a pure function of the image and its state).
+    applied: if given, the names of the steps that ran are appended to it, in order ("halve",
+      "blur", "resize" or "shifted_gaussian" (op 2), "resize_to_target", "noise", "jpeg", "l0_smooth").
+
+  Returns:
+    uint8 (H // scale, W // scale, 3).
+  """
+  log = applied.append if applied is not None else (lambda name: None)
   work = _to_float(image)
   height, width = work.shape[:2]
   work = work[:height - height % scale, :width - width % scale]
   if scale == 4 and rng.random() < HALVE_P:
     work = halve(work, rng)
     scale = 2
+    log("halve")
   target_height, target_width = work.shape[0] // scale, work.shape[1] // scale
   for op in op_order(rng):
     if op == 0 and rng.random() < BLUR_P:
       work = add_blur(work, scale, rng)
+      log("blur")
     elif op == 2:
-      work = random_downsample(work, scale, rng)
+      work = random_downsample(work, scale, rng, applied)
     elif op == 3:
       work = resize(work, target_width, target_height, _random_interpolation(rng))
+      log("resize_to_target")
     elif op == 4:
       work = add_gaussian_noise(work, rng)
+      log("noise")
     elif op == 5 and rng.random() < JPEG_P:
       work = add_jpeg(work, rng)
+      log("jpeg")
     elif op == 6 and rng.random() < L0_P:
       work = l0_smooth(work, rng.uniform(1.2, 4.0) * 1e-3)
+      log("l0_smooth")
   return to_uint8(work)
 
 
