@@ -65,8 +65,8 @@ def test_pretraining_on_shapes_lowers_the_loss(prior):
   assert len(validation) == 1 and np.isfinite(validation[0]["val_loss"])
   grid = np.asarray(Image.open(os.path.join(prior[0], "samples", f"step_{PRETRAIN_STEPS:07d}.png")))
   assert grid.shape == (2 * (32 + 2) + 2, 2 * (32 + 2) + 2, 3)  # 2 rows of sample | ground truth
-  exported = model_checkpoint.load_params(os.path.join(prior[0], "export", "ema_0.999"))
-  assert_trees_equal(exported, host(loop.merge_trees(result.state.ema["0.999"], result.state.frozen)))
+  exported = model_checkpoint.load_params(os.path.join(prior[0], "export", "ema_0.99"))
+  assert_trees_equal(exported, host(loop.merge_trees(result.state.ema["0.99"], result.state.frozen)))
 
 
 def test_resume_is_exact(data_dir, tmp_path):
@@ -136,7 +136,7 @@ def test_stage1_trains_only_the_encoder(prior, stage1):
   prior_params = checkpoint.load_trained_tree(prior[0], "params")
   assert set(state.params) == {"encoder"} and set(state.frozen) == {"decoder"}
   assert_trees_equal(state.frozen["decoder"], prior_params["decoder"])
-  assert list(state.ema["0.999"]) == ["encoder"]
+  assert list(state.ema["0.99"]) == ["encoder"]
   moment_paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(state.opt_state)]
   assert not any("decoder" in p for p in moment_paths)
   assert any("encoder" in p for p in moment_paths)
