@@ -64,7 +64,7 @@ def test_pretraining_on_shapes_lowers_the_loss(prior):
   validation = [metrics for _, metrics in result.history if "val_loss" in metrics]
   assert len(validation) == 1 and np.isfinite(validation[0]["val_loss"])
   grid = np.asarray(Image.open(os.path.join(prior[0], "samples", f"step_{PRETRAIN_STEPS:07d}.png")))
-  assert grid.shape == (2 * (32 + 2) + 2, 2 * (32 + 2) + 2, 3)  # 2 rows of sample | ground truth
+  assert grid.shape == (2 * (128 + 2) + 2, 2 * (128 + 2) + 2, 3)  # 2 rows of sample | ground truth, 4x enlarged
   exported = model_checkpoint.load_params(os.path.join(prior[0], "export", "ema_0.99"))
   assert_trees_equal(exported, host(loop.merge_trees(result.state.ema["0.99"], result.state.frozen)))
 

@@ -63,8 +63,21 @@ def _to_rgb(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
   return images
 
 
+MIN_TILE = 128  # small images are enlarged (nearest neighbour) to at least this side for viewing
+
+
+def display_size(size: tuple[int, int]) -> tuple[int, int]:
+  """Tile size of a grid for images of `size`: enlarged by an integer factor to >= MIN_TILE."""
+  factor = max(1, -(-MIN_TILE // min(size)))
+  return size[0] * factor, size[1] * factor
+
+
 def make_grid(columns: list[np.ndarray], size: tuple[int, int], pad: int = 2) -> np.ndarray:
-  """One row per example, one column per array: uint8 (B*(H+pad)+pad, n*(W+pad)+pad, 3), white gaps."""
+  """One row per example, one column per array: uint8 (B*(h+pad)+pad, n*(w+pad)+pad, 3), white gaps.
+
+  Every column is shown at (h, w) = display_size(size), whatever its own resolution.
+  """
+  size = display_size(size)
   tiles = [_to_rgb(c, size) for c in columns]
   batch = tiles[0].shape[0]
   height, width = size
