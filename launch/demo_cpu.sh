@@ -26,8 +26,8 @@ run() {  # run <job> <workdir> <steps> [extra flags...]
     "--config.train.num_steps=$steps" "--config.train.save_every=$steps" "--config.train.sample_every=$steps" "$@"
 }
 start=$(date +%s)
-run pretrain "$OUT/prior" 400
+run pretrain "$OUT/prior" 500
 run stage1 "$OUT/stage1" 150 "--config.init.prior.path=$OUT/prior"
-run stage2 "$OUT/stage2" 250 "--config.init.prior.path=$OUT/prior" "--config.init.stage1.path=$OUT/stage1"
+run stage2 "$OUT/stage2" 350 "--config.init.prior.path=$OUT/prior" "--config.init.stage1.path=$OUT/stage1"
 echo "demo done in $(( $(date +%s) - start ))s; sample grids:"
 ls "$OUT"/*/samples/*.png
