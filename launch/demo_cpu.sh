@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CPU demo: pretrain a small text-to-image prior on the generated `shapes` dataset,
 # then PITI's mask finetune from it (stage 1: encoder only on the frozen prior decoder;
-# stage 2: everything). About 10-15 minutes on a 2-core laptop CPU.
+# stage 2: everything). About 10 minutes on a 2-core CPU, dataset generation included.
 #
 #   bash launch/demo_cpu.sh [OUT_DIR]        (default OUT_DIR: /tmp/piti_demo)
 #
@@ -26,8 +26,8 @@ run() {  # run <job> <workdir> <steps> [extra flags...]
     "--config.train.num_steps=$steps" "--config.train.save_every=$steps" "--config.train.sample_every=$steps" "$@"
 }
 start=$(date +%s)
-run pretrain "$OUT/prior" 500
-run stage1 "$OUT/stage1" 150 "--config.init.prior.path=$OUT/prior"
-run stage2 "$OUT/stage2" 350 "--config.init.prior.path=$OUT/prior" "--config.init.stage1.path=$OUT/stage1"
+run pretrain "$OUT/prior" 800
+run stage1 "$OUT/stage1" 200 "--config.init.prior.path=$OUT/prior"
+run stage2 "$OUT/stage2" 600 "--config.init.prior.path=$OUT/prior" "--config.init.stage1.path=$OUT/stage1"
 echo "demo done in $(( $(date +%s) - start ))s; sample grids:"
 ls "$OUT"/*/samples/*.png
