@@ -14,6 +14,12 @@ checkpoints, see piti_jax.convert; DATA: the raw files the dataset builder asks 
   python -m piti_jax.main --config=configs/ade20k_mask.py:upsample --workdir=runs/ade20k_mask/upsample \
       --config.data.manual_dir=DATA --config.init.prior.path=GLIDE_UP
 
+Few-shot (stage 2 on the first 1,000 training examples; --config.data.train_subset=N for another N):
+
+  python -m piti_jax.main --config=configs/ade20k_mask.py:fewshot --workdir=runs/ade20k_mask/fewshot \
+      --config.data.manual_dir=DATA --config.init.prior.path=GLIDE_BASE \
+      --config.init.stage1.path=runs/ade20k_mask/stage1_cont
+
 Pods: add --config.mesh.fsdp=N to shard parameters and optimizer state N ways, and
 --config.model.dtype=bfloat16 for bfloat16 compute (parameters stay float32).
 """

@@ -78,7 +78,7 @@ def get_config(arg: str = "pretrain"):
     config.optim.lr = {"stage1": 1e-3, "stage1_cont": 5e-4, "stage2": 5e-4, "fewshot": 5e-4}[job]
     config.train.num_steps = {"stage1": 600, "stage1_cont": 200, "stage2": 600, "fewshot": 300}[job]
     if job == "fewshot":
-      config.data.train_size = 32  # a few dozen examples
+      config.data.train_subset = 32  # the first few dozen examples
 
   config.diffusion.num_timesteps = 1000
   config.train.global_batch_size = 16

@@ -221,3 +221,16 @@ def test_text_upsampler_batches_have_tokens_and_low_res(base_config):
 def test_flipped_captions_swap_left_and_right():
   assert pipeline.swap_left_right("a circle to the left of a star on sand") == (
       "a circle to the right of a star on sand")
+
+
+def test_train_subset_reads_only_the_first_records(base_config):
+  config = _config(base_config, train_subset=4, flip=False, eval_split="train")
+  ordered = list(pipeline.make_eval_iterator(config, global_batch_size=2, process_index=0, process_count=1))
+  assert len(ordered) == 2  # the subset is one pass of 4 records
+  first_four = {image.tobytes() for batch in ordered for image in batch["image"]}
+  train = pipeline.make_train_iterator(config, global_batch_size=2, seed=0, process_index=0, process_count=1)
+  seen = {image.tobytes() for batch in _batches(train, 8) for image in batch["image"]}
+  assert seen == first_four and len(seen) == 4
+  with pytest.raises(PitiError, match="train_subset"):
+    next(pipeline.make_train_iterator(_config(base_config, train_subset=TRAIN_SIZE + 1), global_batch_size=2, seed=0,
+                                      process_index=0, process_count=1))

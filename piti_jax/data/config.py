@@ -40,6 +40,8 @@ def default_data_config() -> ml_collections.ConfigDict:
       (encoder.json + vocab.bpe, or tokenizer.json).
     max_text_len: token sequence length L (GLIDE uses 128).
     train_size, val_size, seed: size and seed of the generated `shapes` dataset.
+    train_subset: > 0: training iterators read only the first train_subset records of the train
+      split (few-shot finetuning); 0 reads the whole split.
     text_format: layout of the text_pairs source, one of TEXT_FORMATS.
     edge_detector: coco_sketch edge detector: "canny" (no weights) or "hed" (needs hed_weights).
     hed_weights: HED BSDS500 weights for edge_detector="hed": the PyTorch port's state-dict file
@@ -71,6 +73,7 @@ def default_data_config() -> ml_collections.ConfigDict:
   config.train_size = 2000
   config.val_size = 200
   config.seed = 0
+  config.train_subset = 0
   config.text_format = "tsv"
   config.edge_detector = "canny"
   config.hed_weights = ""
@@ -89,6 +92,8 @@ def check_data_config(config: ml_collections.ConfigDict) -> None:
   if config.name in allowed and config.task not in allowed[config.name]:
     raise PitiError(f"data.name={config.name!r} supports task {' or '.join(allowed[config.name])}, "
                     f"not {config.task!r}.")
+  if config.train_subset < 0:
+    raise PitiError(f"data.train_subset={config.train_subset} must be >= 0 (0 reads the whole train split).")
   if not 0.0 <= config.uncond_p <= 1.0:
     raise PitiError(f"data.uncond_p={config.uncond_p} must be in [0, 1].")
   if config.image_size > config.load_size or config.condition_size > config.load_size:

@@ -202,8 +202,14 @@ def _per_process_batch(global_batch_size: int, process_count: int) -> int:
 def _make_loader(config, *, split, global_batch_size, seed, process_index, process_count, shuffle, num_epochs,
                  augment) -> grain.DataLoader:
   source = open_data_source(config, split)
+  num_records = len(source)
+  if split == config.train_split and config.train_subset:
+    if config.train_subset > num_records:
+      raise PitiError(f"data.train_subset={config.train_subset} exceeds the {num_records} records of split "
+                      f"{split!r}; lower it or set 0 for the whole split.")
+    num_records = config.train_subset
   batch_size = _per_process_batch(global_batch_size, process_count)
-  sampler = make_sampler(len(source), seed=seed, process_index=process_index, process_count=process_count,
+  sampler = make_sampler(num_records, seed=seed, process_index=process_index, process_count=process_count,
                          shuffle=shuffle, num_epochs=num_epochs)
   operations = [make_transform(config, augment=augment), grain.transforms.Batch(batch_size, drop_remainder=True)]
   if config.num_workers and not flags.FLAGS.is_parsed():

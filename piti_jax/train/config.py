@@ -148,11 +148,15 @@ def parse_job(arg: str, jobs: tuple[str, ...]) -> str:
   return job
 
 
-PITI_JOBS = BASE_STAGES + ("upsample",)
+PITI_JOBS = BASE_STAGES + ("upsample", "fewshot")
+FEWSHOT_EXAMPLES = 1000
 
 
 def piti_finetune_config(job: str, *, dataset: str, task: str) -> ml_collections.ConfigDict:
-  """A reference-scale PITI finetune job (base stage or upsampler) on a real dataset.
+  """A reference-scale PITI finetune job (base stage, few-shot, or upsampler) on a real dataset.
+
+  `fewshot` is stage 2 (everything trained; decoder from the prior, encoder from init.stage1)
+  on the first FEWSHOT_EXAMPLES records of the train split (change with data.train_subset).
 
   The dataset's raw files go in data.manual_dir (the data builders name the files they need);
   init.prior.path must point at a converted GLIDE checkpoint (base for the base stages,
@@ -171,8 +175,14 @@ def piti_finetune_config(job: str, *, dataset: str, task: str) -> ml_collections
     config.train.num_steps = 1_000_000
     config.init.prior = init_entry(tree="params", prefixes="decoder")
   else:
-    set_base_stage(config, job)
-    config.sample.guidance_scale = 1.0 if job == "stage1" else (2.5 if task == "sketch" and job == "stage2" else 1.5)
+    set_base_stage(config, "stage2" if job == "fewshot" else job)
+    if job == "fewshot":  # stage 2 on a small subset; any job takes --config.data.train_subset=N
+      config.data.train_subset = FEWSHOT_EXAMPLES
+      config.train.num_steps = 20_000
+    # The reference's validation guidance scales (PITI_SPEC.md section 5).
+    stage = "stage2" if job == "fewshot" else job
+    sketch = {"stage1": 1.0, "stage1_cont": 1.0, "stage2": 2.5}
+    config.sample.guidance_scale = sketch[stage] if task == "sketch" else (1.0 if stage == "stage1" else 1.5)
   config.sample.respacing = "fast27" if job == "upsample" else "100"
   return config
 
