@@ -19,6 +19,7 @@ from piti_jax.errors import PitiError
 from piti_jax.models import checkpoint as model_checkpoint
 from piti_jax.models import from_checkpoint, get_config
 from piti_jax.models.presets import build_model
+from piti_jax.param_paths import flatten
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 GLIDE_TINY = dict(model_channels=32, num_res_blocks=1, channel_mult=(1, 2, 2, 2), attention_ds=(4, 8),
@@ -123,14 +124,14 @@ def test_glide_checkpoint_initialises_a_piti_model(tmp_path):
   assert f"freshly initialised {len(encoder_paths)} tensors" in report.summary()
   assert "encoder.cnn.conv1.kernel" in report.summary()
 
-  flat = pipeline.flatten(model_checkpoint.load_params(str(tmp_path / "ckpt")))
+  flat = flatten(model_checkpoint.load_params(str(tmp_path / "ckpt")))
   assert set(flat) == set(_shapes("bench_tiny"))
   for key, value in state_dict.items():
     if key not in text_side:
       path = next(p for p in flat if mapping.torch_key_for_path(p) == "decoder." + key)
       np.testing.assert_array_equal(_to_torch_layout(flat[path], path.rsplit(".", 1)[1], value.shape), value)
   config = get_config("bench_tiny")
-  fresh_model = pipeline.flatten(nnx.to_pure_dict(nnx.state(build_model(config, rngs=nnx.Rngs(3)), nnx.Param)))
+  fresh_model = flatten(nnx.to_pure_dict(nnx.state(build_model(config, rngs=nnx.Rngs(3)), nnx.Param)))
   for path in encoder_paths:
     np.testing.assert_array_equal(flat[path], np.asarray(fresh_model[path]))
   assert float(np.abs(flat["encoder.cnn.conv1.kernel"]).max()) > 0
@@ -247,7 +248,7 @@ def test_converted_checkpoint_reproduces_the_model(tmp_path):
   nnx.replace_by_pure_dict(state, jax.tree.map(
       lambda v: np.asarray(v) + rng.normal(0.0, 0.05, v.shape).astype(np.float32), nnx.to_pure_dict(state)))
   nnx.update(model, state)
-  params = pipeline.flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+  params = flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
   state_dict = {}
   for path, value in params.items():
     leaf = path.rsplit(".", 1)[1]

@@ -15,6 +15,7 @@ from flax import nnx
 
 from piti_jax.convert.mapping import SOURCE_PITI, Conversion, convert_state_dict, detect_source_layout
 from piti_jax.errors import PitiError
+from piti_jax.param_paths import flatten, unflatten
 from piti_jax.models import checkpoint as model_checkpoint
 from piti_jax.models.piti import ModelConfig
 from piti_jax.models.presets import build_model, config_overrides, get_config
@@ -78,35 +79,11 @@ def resolve_config(preset: str, state_dict: Mapping[str, np.ndarray], task: str 
   return config
 
 
-def flatten(tree: Mapping, prefix: str = "") -> dict:
-  """Nested dict (int or str keys) -> {"a.b.0.kernel": leaf}."""
-  flat = {}
-  for key, value in tree.items():
-    path = f"{prefix}.{key}" if prefix else str(key)
-    if isinstance(value, Mapping):
-      flat.update(flatten(value, path))
-    else:
-      flat[path] = value
-  return flat
-
-
 def fresh_values(config: ModelConfig, paths: list[str], seed: int) -> dict[str, np.ndarray]:
   """Freshly initialised values of `paths` (the model's own initialisers, nnx.Rngs(seed))."""
   model = build_model(config, rngs=nnx.Rngs(seed))
   flat = flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
   return {path: np.asarray(flat[path], np.float32) for path in paths}
-
-
-def unflatten(flat: Mapping[str, np.ndarray]) -> dict:
-  """{"a.b.0.kernel": x} -> {"a": {"b": {"0": {"kernel": x}}}} (string keys, as checkpoints store)."""
-  tree: dict = {}
-  for path, value in flat.items():
-    node = tree
-    *parents, leaf = path.split(".")
-    for part in parents:
-      node = node.setdefault(part, {})
-    node[leaf] = value
-  return tree
 
 
 def import_state_dict(state_dict: Mapping[str, np.ndarray], config: ModelConfig,

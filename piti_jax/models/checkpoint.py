@@ -29,6 +29,7 @@ from jax.experimental import multihost_utils
 from piti_jax.errors import PitiError
 from piti_jax.models.piti import GlideModel, ModelConfig, PitiModel
 from piti_jax.models.presets import abstract_model, config_overrides, get_config
+from piti_jax.param_paths import flatten
 
 CONFIG_FILE = "model_config.json"
 PARAMS_DIR = "params"
@@ -45,17 +46,6 @@ def _string_keys(tree: Any) -> Any:
   return tree
 
 
-def _flat(tree: dict[str, Any]) -> dict[str, Any]:
-  """{"a.b.0.kernel": leaf} of a nested string-keyed dict."""
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out.update({f"{key}.{sub}": leaf for sub, leaf in _flat(value).items()})
-    else:
-      out[key] = value
-  return out
-
-
 def _param_tree(params: Any) -> dict[str, Any]:
   """A string-keyed nested dict of arrays from an nnx.State, a model, or a nested dict."""
   if isinstance(params, nnx.Module):
@@ -70,7 +60,7 @@ def _param_tree(params: Any) -> dict[str, Any]:
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
   """{"decoder.input_blocks.0.0.kernel": shape, ...} of every parameter of `config`'s model."""
   state = nnx.state(abstract_model(config), nnx.Param)
-  return {key: tuple(leaf.shape) for key, leaf in _flat(_param_tree(state)).items()}
+  return {key: tuple(leaf.shape) for key, leaf in flatten(_param_tree(state)).items()}
 
 
 def check_params(config: ModelConfig, shapes: dict[str, tuple[int, ...]], source: str) -> None:
@@ -103,7 +93,7 @@ def save_checkpoint(directory: str, params: Any, *, preset: str, overrides: dict
   """
   config = get_config(preset, **(overrides or {}))
   tree = _param_tree(params)
-  check_params(config, {k: tuple(np.shape(v)) for k, v in _flat(tree).items()}, "params to save")
+  check_params(config, {k: tuple(np.shape(v)) for k, v in flatten(tree).items()}, "params to save")
   directory = os.path.abspath(directory)
   if os.path.exists(directory) and not overwrite:
     raise PitiError(f"checkpoint directory {directory} already exists; choose another one or pass overwrite=True.")
@@ -158,7 +148,7 @@ def load_params(directory: str, config: ModelConfig | None = None) -> dict[str, 
     raise PitiError(f"{directory} has no {PARAMS_DIR}/ directory; the checkpoint is incomplete, re-create it.")
   checkpointer = ocp.PyTreeCheckpointer()
   metadata = checkpointer.metadata(params_dir).item_metadata.tree
-  check_params(config, {k: tuple(m.shape) for k, m in _flat(metadata).items()}, f"checkpoint {directory}")
+  check_params(config, {k: tuple(m.shape) for k, m in flatten(metadata).items()}, f"checkpoint {directory}")
   restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
   return checkpointer.restore(params_dir, args=ocp.args.PyTreeRestore(restore_args=restore_args))
 

@@ -20,7 +20,8 @@ from absl import logging
 
 from piti_jax.errors import PitiError
 from piti_jax.train import checkpoint
-from piti_jax.train.params import ModelTemplate, ParamTree, flatten, matches_prefix, unflatten
+from piti_jax.param_paths import flatten, unflatten
+from piti_jax.train.params import ModelTemplate, ParamTree, matches_prefix
 
 
 def _load_source_tree(path: str, tree: str) -> ParamTree:

@@ -4,8 +4,8 @@ The train state never holds nnx modules: a model is split once into a static
 `graphdef` plus its parameters, kept as nested dicts with string keys (for example
 `params["decoder"]["input_blocks"]["0"]["kernel"]`). Keys are strings even where NNX
 uses list indices, so trees round-trip through checkpoints unchanged. Selecting a
-stage's trainable set is a prefix match on the "/"-joined path ("encoder" selects
-every parameter under `encoder/`).
+stage's trainable set is a prefix match on the dotted path of `piti_jax.param_paths`
+("encoder" selects every parameter under `encoder.`).
 """
 
 from typing import Any, Callable, Iterable, Mapping
@@ -16,39 +16,16 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from piti_jax.errors import PitiError
+from piti_jax.param_paths import SEPARATOR, flatten, join, unflatten
 from piti_jax.train import partition
 
 ParamTree = dict[str, Any]
-FlatParams = dict[str, Any]  # "a/b/kernel" -> array
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> FlatParams:
-  """Nested dict -> {"a/b/c": leaf}."""
-  flat = {}
-  for key, value in tree.items():
-    path = f"{prefix}/{key}" if prefix else str(key)
-    if isinstance(value, Mapping):
-      flat.update(flatten(value, path))
-    else:
-      flat[path] = value
-  return flat
-
-
-def unflatten(flat: Mapping[str, Any]) -> ParamTree:
-  """{"a/b/c": leaf} -> nested dict."""
-  tree: ParamTree = {}
-  for path, value in flat.items():
-    node = tree
-    *parents, name = path.split("/")
-    for part in parents:
-      node = node.setdefault(part, {})
-    node[name] = value
-  return tree
+FlatParams = dict[str, Any]  # "a.b.kernel" -> array
 
 
 def matches_prefix(path: str, prefixes: Iterable[str]) -> bool:
   """True when `path` lies under one of `prefixes` ("" matches every path)."""
-  return any(p == "" or path == p or path.startswith(p + "/") for p in prefixes)
+  return any(p == "" or path == p or path.startswith(p + SEPARATOR) for p in prefixes)
 
 
 def split_by_prefixes(tree: ParamTree, prefixes: Iterable[str]) -> tuple[ParamTree, ParamTree]:
@@ -92,11 +69,11 @@ class ModelTemplate:
     else:
       abstract = abstract_constructor()
     self.graphdef, params_state, other_state = nnx.split(abstract, nnx.Param, ...)
-    other = [".".join(map(str, k)) for k, _ in nnx.to_flat_state(other_state)]
+    other = [join(k) for k, _ in nnx.to_flat_state(other_state)]
     if other:
       raise PitiError(f"the model holds non-parameter state ({', '.join(other[:5])}); models must hold only "
                       "nnx.Param so the train state stays a pure parameter tree.")
-    self._variables = {"/".join(map(str, key)): (key, variable) for key, variable in nnx.to_flat_state(params_state)}
+    self._variables = {join(key): (key, variable) for key, variable in nnx.to_flat_state(params_state)}
 
   @property
   def paths(self) -> list[str]:
@@ -109,7 +86,7 @@ class ModelTemplate:
   def params_of(self, model: nnx.Module) -> ParamTree:
     """Parameter tree of a live module."""
     state = nnx.state(model, nnx.Param)
-    return unflatten({"/".join(map(str, k)): v.get_value() for k, v in nnx.to_flat_state(state)})
+    return unflatten({join(k): v.get_value() for k, v in nnx.to_flat_state(state)})
 
   def abstract_params(self) -> ParamTree:
     """Tree of jax.ShapeDtypeStruct for every parameter."""

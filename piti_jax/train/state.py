@@ -14,7 +14,8 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from piti_jax.train import ema as ema_lib
-from piti_jax.train.params import ParamTree, flatten
+from piti_jax.param_paths import SEPARATOR, flatten
+from piti_jax.train.params import ParamTree
 
 
 @flax.struct.dataclass
@@ -68,8 +69,8 @@ def _optimizer_shardings(abstract_opt_state: Any, param_shardings: ParamTree, ab
   parameter's path and the shapes agree (optax nests moments under labels or chain
   indices, but always as a copy of the parameter tree).
   """
-  shardings = {tuple(p.split("/")): s for p, s in flatten(param_shardings).items()}
-  shapes = {tuple(p.split("/")): a.shape for p, a in flatten(abstract_params).items()}
+  shardings = {tuple(p.split(SEPARATOR)): s for p, s in flatten(param_shardings).items()}
+  shapes = {tuple(p.split(SEPARATOR)): a.shape for p, a in flatten(abstract_params).items()}
 
   def sharding_of(path, leaf):
     keys = tuple(str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey))
