@@ -59,26 +59,27 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   config = _CONFIG.value
-  try:
-    if config is None:
-      raise PitiError("no --config given; pass --config=configs/<job>.py.")
-    if _WORKDIR.value is None:
-      raise PitiError("no --workdir given; pass --workdir=DIR for checkpoints, logs and samples.")
-    runner = get_runner(config.mode)
-    initialize_distributed()
-    import jax
+  if config is None:
+    raise PitiError("no --config given; pass --config=configs/<job>.py.")
+  if _WORKDIR.value is None:
+    raise PitiError("no --workdir given; pass --workdir=DIR for checkpoints, logs and samples.")
+  runner = get_runner(config.mode)
+  initialize_distributed()
+  import jax
 
-    logging.info("JAX process %d/%d, %d local / %d global devices", jax.process_index(), jax.process_count(),
-                 jax.local_device_count(), jax.device_count())
-    runner(config, _WORKDIR.value)
-  except PitiError as error:
-    print(f"piti-jax: error: {error}", file=sys.stderr)
-    sys.exit(2)
+  logging.info("JAX process %d/%d, %d local / %d global devices", jax.process_index(), jax.process_count(),
+               jax.local_device_count(), jax.device_count())
+  runner(config, _WORKDIR.value)
 
 
 def console_main() -> None:
-  """The `piti-jax` console script."""
-  app.run(main)
+  """The `piti-jax` console script: a project error (also one raised while the config file is
+  read) is reported in one line, with exit status 2."""
+  try:
+    app.run(main)
+  except PitiError as error:
+    print(f"piti-jax: error: {error}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":
