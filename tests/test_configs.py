@@ -1,6 +1,5 @@
 """Every job of every config file builds, runs a registered mode, and carries the reference's settings."""
 
-import importlib.util
 import pathlib
 
 import pytest
@@ -10,6 +9,7 @@ from piti_jax.data.config import check_data_config
 from piti_jax.errors import PitiError
 from piti_jax.models.presets import PRESETS
 from piti_jax.train import config as train_config
+from tests.train_helpers import load_config
 
 CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
 REAL_DATASETS = ("coco_stuff_mask", "coco_sketch", "ade20k_mask", "diode_depth")
@@ -19,13 +19,6 @@ JOBS = {
     "text_pretrain": ("base", "upsample"),
     "bench": ("tiny", "small"),
 }
-
-
-def load_config(name: str, job: str):
-  spec = importlib.util.spec_from_file_location(f"configs_{name}", CONFIGS / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(job)
 
 
 def test_every_config_file_is_listed():

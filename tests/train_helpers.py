@@ -6,12 +6,17 @@ import os
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def shapes_config(job: str, data_dir: str, **train):
-  """configs/shapes.py:<job> shrunk for tests: 64 train / 16 val examples, batch 8, no samples."""
-  spec = importlib.util.spec_from_file_location("shapes_config", os.path.join(REPO, "configs", "shapes.py"))
+def load_config(name: str, job: str):
+  """configs/<name>.py:<job>, loaded from its file as main's --config flag does."""
+  spec = importlib.util.spec_from_file_location(f"configs_{name}", os.path.join(REPO, "configs", f"{name}.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  config = module.get_config(job)
+  return module.get_config(job)
+
+
+def shapes_config(job: str, data_dir: str, **train):
+  """configs/shapes.py:<job> shrunk for tests: 64 train / 16 val examples, batch 8, no samples."""
+  config = load_config("shapes", job)
   config.data.data_dir = data_dir
   config.data.train_size = 64
   config.data.val_size = 16

@@ -101,7 +101,13 @@ def set_upsampler(config: ml_collections.ConfigDict, preset: str) -> None:
   config.sample.temperature = 0.997
 
 
-BASE_STAGES = ("stage1", "stage1_cont", "stage2")
+# stage -> (trainable prefixes, uncond_p, lr, num_steps), as the reference's scripts.
+STAGE_SETTINGS = {
+    "stage1": ("encoder", 0.0, 3.5e-5, 200_000),
+    "stage1_cont": ("encoder", 0.2, 2e-5, 60_000),
+    "stage2": ("", 0.2, 3.5e-5, 1_000_000),
+}
+BASE_STAGES = tuple(STAGE_SETTINGS)
 
 
 def set_base_stage(config: ml_collections.ConfigDict, stage: str) -> None:
@@ -114,28 +120,18 @@ def set_base_stage(config: ml_collections.ConfigDict, stage: str) -> None:
   stage2:      everything, uncond_p 0.2, lr 3.5e-5; decoder re-initialised from the prior,
                encoder from stage 1-cont's EMA (init.stage1).
   """
+  if stage not in STAGE_SETTINGS:
+    raise ValueError(f"unknown base stage {stage!r}; use one of {BASE_STAGES}")
+  trainable, uncond_p, lr, num_steps = STAGE_SETTINGS[stage]
   ema = f"ema_{config.train.ema_rates[0]:g}"
   config.mode = "finetune"
+  config.train.trainable = trainable
+  config.data.uncond_p = uncond_p
+  config.optim.lr = lr
+  config.train.num_steps = num_steps
   config.init.prior = init_entry(tree=ema, prefixes="decoder")
-  if stage == "stage1":
-    config.train.trainable = "encoder"
-    config.data.uncond_p = 0.0
-    config.optim.lr = 3.5e-5
-    config.train.num_steps = 200_000
-  elif stage == "stage1_cont":
-    config.train.trainable = "encoder"
-    config.data.uncond_p = 0.2
-    config.optim.lr = 2e-5
-    config.train.num_steps = 60_000
+  if stage != "stage1":
     config.init.stage1 = init_entry(tree=ema, prefixes="encoder")
-  elif stage == "stage2":
-    config.train.trainable = ""
-    config.data.uncond_p = 0.2
-    config.optim.lr = 3.5e-5
-    config.train.num_steps = 1_000_000
-    config.init.stage1 = init_entry(tree=ema, prefixes="encoder")
-  else:
-    raise ValueError(f"unknown base stage {stage!r}; use one of {BASE_STAGES}")
 
 
 def parse_job(arg: str, jobs: tuple[str, ...]) -> str:
