@@ -12,6 +12,7 @@ import pytest
 from flax import nnx
 
 from piti_jax.errors import PitiError
+from piti_jax import pretrained
 from piti_jax.models import vgg
 
 # torchvision's ImageNet VGG16 features.0.weight[0, 0] (conv1_1, filter 0, input channel R).
@@ -22,7 +23,7 @@ VGG16_CONV1_1_FILTER0_RED = np.array([[-0.5537306, 0.1427047, 0.5289615],
 
 @pytest.fixture(name="cache", autouse=True)
 def _private_cache(tmp_path, monkeypatch):
-  monkeypatch.setenv(vgg.CACHE_ENV, str(tmp_path))
+  monkeypatch.setenv(pretrained.CACHE_ENV, str(tmp_path))
   return tmp_path
 
 
@@ -118,7 +119,7 @@ def test_conversion_is_cached_and_reused(cache, monkeypatch):
   assert os.listdir(cache) == cached_files
 
   monkeypatch.undo()
-  monkeypatch.setenv(vgg.CACHE_ENV, str(cache))
+  monkeypatch.setenv(pretrained.CACHE_ENV, str(cache))
   (cache / cached_files[0]).write_bytes(b"not an npz")  # a damaged cache is converted again
   third = vgg.load_vgg_arrays()
   np.testing.assert_array_equal(third["conv2_2/kernel"], first["conv2_2/kernel"])

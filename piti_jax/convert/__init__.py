@@ -1,6 +1,5 @@
 """Import of the public PyTorch GLIDE/PITI checkpoints into piti_jax model checkpoints.
 
-- `torch_io`: reads a PyTorch state dict as NumPy arrays (needs the `convert` extra).
 - `mapping`: PyTorch key/layout -> parameter path/layout (`plan_conversion` checks names and
   shapes only; `convert_state_dict` moves the arrays); pure NumPy, no torch.
 - `pipeline`: fills freshly initialised parts (GLIDE -> PITI) and writes the checkpoint.

@@ -21,9 +21,9 @@ import sys
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 from piti_jax.convert.pipeline import convert_to_checkpoint  # noqa: E402  (after the platform choice)
-from piti_jax.convert.torch_io import load_torch_state_dict  # noqa: E402
 from piti_jax.errors import PitiError  # noqa: E402
 from piti_jax.models.task_encoder import TASK_CHANNELS  # noqa: E402
+from piti_jax.pretrained import load_torch_state_dict  # noqa: E402
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -186,7 +186,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], target_shapes: Shap
   """Maps every tensor of a GLIDE or PITI state dict onto a model's parameter paths.
 
   Args:
-    state_dict: {PyTorch key: array in PyTorch layout}, e.g. from `torch_io.load_torch_state_dict`.
+    state_dict: {PyTorch key: array in PyTorch layout}, e.g. from `piti_jax.pretrained.load_torch_state_dict`.
     target_shapes, preset, family: as for `plan_conversion`.
   Returns:
     A `Conversion` with float32 C-contiguous arrays in NNX layout for every planned path.

