@@ -25,6 +25,9 @@ RUNNERS = {
     "diffusion_check": "piti_jax.diffusion.selfcheck:run",
     "pretrain": "piti_jax.train.loop:run",
     "finetune": "piti_jax.train.loop:run",
+    "sample": "piti_jax.inference:run",
+    "evaluate": "piti_jax.evaluation.runner:run",
+    "demo": "piti_jax.demo:run",
 }
 
 

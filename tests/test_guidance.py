@@ -63,7 +63,7 @@ def test_normalized_guidance_keeps_conditional_statistics():
     np.testing.assert_allclose(kind_output, eps_c, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["plain", "normalized", "rescale"])
+@pytest.mark.parametrize("kind", ["plain", "normalized", "rescaled"])
 def test_guided_model_fn_runs_doubled_batch_once(kind):
   rng = np.random.default_rng(1)
   x = jnp.asarray(rng.normal(size=(2, 2, 2, 3)), jnp.float32)
@@ -84,7 +84,7 @@ def test_guided_model_fn_runs_doubled_batch_once(kind):
   np.testing.assert_array_equal(out[..., 3:], np.float32(0.3))  # the conditional half's variance channels
   eps_c, eps_u = x * 0.5 + 1.0, x * -0.25
   expected = {"plain": plain_guidance(eps_c, eps_u, 1.5), "normalized": normalized_guidance(eps_c, eps_u, 1.5),
-              "rescale": rescaled_guidance(eps_c, eps_u, 1.5, 0.7)}[kind]
+              "rescaled": rescaled_guidance(eps_c, eps_u, 1.5, 0.7)}[kind]
   np.testing.assert_allclose(out[..., :3], expected, rtol=1e-6)
 
 

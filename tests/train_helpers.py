@@ -1,17 +1,15 @@
 """Shared tiny configs for the train-loop tests (shapes dataset, 32x32 models)."""
 
-import importlib.util
 import os
+
+from piti_jax.train.config import load_config_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def load_config(name: str, job: str):
+def load_config(name: str, job: str = ""):
   """configs/<name>.py:<job>, loaded from its file as main's --config flag does."""
-  spec = importlib.util.spec_from_file_location(f"configs_{name}", os.path.join(REPO, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(job)
+  return load_config_file(os.path.join(REPO, "configs", f"{name}.py"), job)
 
 
 def shapes_config(job: str, data_dir: str, **train):

@@ -21,7 +21,7 @@ Kinds:
     m_hat = mean_c + w (mean_c - mean_u), s_hat^2 = (1 + w)^2 std_c^2 + w^2 std_u^2.
     Because eps_c and eps_u are strongly correlated in practice, the analytic s_hat is
     larger than std(eps_hat) and shrinks the guided noise more than the empirical rule.
-  "rescale" (CFG-rescale, Lin et al. 2023, applied to eps): with phi in [0, 1],
+  "rescaled" (CFG-rescale, Lin et al. 2023, applied to eps): with phi in [0, 1],
       eps = phi * eps_hat * std(eps_c) / std(eps_hat) + (1 - phi) * eps_hat.
 
 Only the first C channels (the mean prediction) are guided; the variance channels of
@@ -35,7 +35,7 @@ from jax import Array
 
 from piti_jax.errors import PitiError
 
-GUIDANCE_KINDS = ("plain", "normalized", "rescale")
+GUIDANCE_KINDS = ("plain", "normalized", "rescaled")
 NORMALIZED_STATS = ("empirical", "analytic")
 _STD_FLOOR = 1e-12
 
@@ -85,8 +85,8 @@ def guided_model_fn(model_fn_doubled: Callable[[Array, Array], Array], scale: fl
     model_fn_doubled: (x (2B, H, W, C), t (2B,)) -> (2B, H, W, C or 2C); rows [:B] are
       conditioned, rows [B:] unconditioned (e.g. the null condition).
     scale: guidance scale s (reference convention; w = s - 1).
-    kind: "plain", "normalized" or "rescale".
-    rescale_phi: phi of "rescale".
+    kind: "plain", "normalized" or "rescaled".
+    rescale_phi: phi of "rescaled".
     normalized_stats: "empirical" or "analytic" for "normalized".
 
   Returns:

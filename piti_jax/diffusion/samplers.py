@@ -7,7 +7,10 @@ the respaced index. Wrap it with `guidance.guided_model_fn` for classifier-free 
 All samplers are jittable (call them inside `jax.jit`, closing over `model_fn` and the
 static shape) and deterministic for a given key: x_T = temperature * N(0, I) is drawn
 from `key` (or given as `noise`), and step k draws its noise from fold_in(key', k).
-`temperature` scales x_T only, as the reference's upsampler does (0.997).
+`key` is one typed PRNG key for the whole batch, or a batch of keys (B,), one per sample:
+then every random number of sample b comes from its own key, so a sample does not depend
+on the batch it was drawn in. `temperature` scales x_T only, as the reference's upsampler
+does (0.997).
 """
 
 from typing import Callable, Sequence
@@ -23,12 +26,41 @@ ModelFn = Callable[[Array, Array], Array]
 SPACINGS = ("logsnr", "time_uniform", "time_quadratic")  # DPM-Solver++ step placements
 
 
+def _per_sample(key: Array) -> bool:
+  """True for a batch of keys (B,), False for one key; raises for anything else."""
+  if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    raise PitiError("samplers take typed PRNG keys (jax.random.key(seed)), not raw uint32 key data.")
+  if key.ndim > 1:
+    raise PitiError(f"sampler key must be one key or a batch (B,) of keys, got shape {key.shape}.")
+  return key.ndim == 1
+
+
+def _split(key: Array) -> tuple[Array, Array]:
+  """Two independent keys (or key batches) from a key (or key batch)."""
+  keys = jax.vmap(jax.random.split)(key) if _per_sample(key) else jax.random.split(key)
+  return keys[..., 0], keys[..., 1]
+
+
+def _normal(key: Array, k: Array | int | None, shape: Sequence[int], dtype) -> Array:
+  """N(0, I) of `shape` from fold_in(key, k) (or `key` when k is None), one key per sample or one for all."""
+  shape = tuple(shape)
+
+  def draw(one_key: Array, one_shape: tuple) -> Array:
+    return jax.random.normal(one_key if k is None else jax.random.fold_in(one_key, k), one_shape, dtype)
+
+  if not _per_sample(key):
+    return draw(key, shape)
+  if key.shape[0] != shape[0]:
+    raise PitiError(f"{key.shape[0]} sampler keys for a batch of {shape[0]}; pass one key per sample.")
+  return jax.vmap(lambda one_key: draw(one_key, shape[1:]))(key)
+
+
 def _start(diffusion: GaussianDiffusion, shape: Sequence[int], key: Array, temperature: float,
            noise: Array | None) -> tuple[Array, Array]:
   """(x_T, key for the per-step noise)."""
-  init_key, loop_key = jax.random.split(key)
+  init_key, loop_key = _split(key)
   if noise is None:
-    noise = jax.random.normal(init_key, tuple(shape), diffusion.betas.dtype)
+    noise = _normal(init_key, None, shape, diffusion.betas.dtype)
   elif noise.shape != tuple(shape):
     raise PitiError(f"sampler noise has shape {noise.shape} but shape={tuple(shape)}; pass matching shapes.")
   return temperature * noise, loop_key
@@ -50,7 +82,7 @@ def ddpm_sample(diffusion: GaussianDiffusion, model_fn: ModelFn, shape: Sequence
     diffusion: the (respaced) process.
     model_fn: see the module docstring.
     shape: (B, H, W, C) of the samples.
-    key: PRNG key.
+    key: PRNG key, or one key per sample (B,).
     clip_denoised: clamp x0 predictions to [-1, 1] (the reference samples with True).
     temperature: scale of x_T.
     noise: optional standard-normal x_T noise (B, H, W, C) used instead of one from `key`.
@@ -63,7 +95,7 @@ def ddpm_sample(diffusion: GaussianDiffusion, model_fn: ModelFn, shape: Sequence
   def step(k, x):
     t = _step_indices(diffusion, k, shape[0])
     out = diffusion.p_mean_variance(model_fn(x, diffusion.model_timesteps(t)), x, t, clip_denoised=clip_denoised)
-    z = jax.random.normal(jax.random.fold_in(loop_key, k), x.shape, x.dtype)
+    z = _normal(loop_key, k, x.shape, x.dtype)
     not_last = (t[0] > 0).astype(x.dtype)
     return out["mean"] + not_last * jnp.exp(0.5 * out["log_variance"]) * z
 
@@ -91,7 +123,7 @@ def ddim_sample(diffusion: GaussianDiffusion, model_fn: ModelFn, shape: Sequence
     alpha_bar_prev = diffusion.alphas_cumprod_prev[t[0]]
     sigma = eta * jnp.sqrt((1.0 - alpha_bar_prev) / (1.0 - alpha_bar)) * jnp.sqrt(1.0 - alpha_bar / alpha_bar_prev)
     mean = out["pred_xstart"] * jnp.sqrt(alpha_bar_prev) + jnp.sqrt(1.0 - alpha_bar_prev - sigma**2) * out["eps"]
-    z = jax.random.normal(jax.random.fold_in(loop_key, k), x.shape, x.dtype)
+    z = _normal(loop_key, k, x.shape, x.dtype)
     not_last = (t[0] > 0).astype(x.dtype)
     return mean + not_last * sigma * z
 

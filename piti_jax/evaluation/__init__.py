@@ -1,0 +1,8 @@
+"""Evaluation: FID/KID with the standard Inception network, LPIPS, layout fidelity, colour statistics.
+
+- `fid`: Inception pool features, Frechet distance, KID; `python -m piti_jax.evaluation.fid A B`.
+- `lpips`: LPIPS (VGG) between image pairs.
+- `layout`: mIoU of an oracle's labels of the samples against the input masks.
+- `colour`: saturation and per-channel statistics (what guidance does to colours).
+- `runner`: mode=evaluate over sample folders written by mode=sample.
+"""
