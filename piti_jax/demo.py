@@ -52,7 +52,7 @@ class _Progress:
          f"{rate:.2f} steps/s  ETA {eta / 60:.1f} min")
 
 
-def _export_dir(workdir: str) -> str | None:
+def export_dir(workdir: str) -> str | None:
   export = os.path.join(workdir, "export")
   if not os.path.isdir(export):
     return None
@@ -94,7 +94,7 @@ def stage_config(config: ml_collections.ConfigDict, name: str, workdir: str) -> 
 def train_stage(config: ml_collections.ConfigDict, name: str, workdir: str) -> str:
   """Trains (or resumes, or reuses) one stage; returns its exported model checkpoint."""
   stage_dir = os.path.join(workdir, name)
-  export = _export_dir(stage_dir)
+  export = export_dir(stage_dir)
   if export is not None:
     _say(f"{name}: done before, reusing {export}")
     return export
@@ -106,7 +106,7 @@ def train_stage(config: ml_collections.ConfigDict, name: str, workdir: str) -> s
   if result.preempted:
     raise PitiError(f"the demo was stopped during {name} at step {result.step}; run the same command to resume.")
   _say(f"{name}: finished in {(time.perf_counter() - start) / 60:.1f} min")
-  return _export_dir(stage_dir)
+  return export_dir(stage_dir)
 
 
 def fresh_encoder_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> str:
