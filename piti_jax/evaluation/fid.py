@@ -41,7 +41,14 @@ KID_KERNEL_ROWS = 4096  # sets up to this size keep their kernel matrices (3 x 4
 CACHE_VERSION = 1
 
 # ----------------------------------------------------------------------------------------------
-# Reading images (all file access of this module is in these functions)
+# Reading and resizing images (all file access of this module is in this section)
+
+
+def _at_size(image: Image.Image, size: int) -> np.ndarray:
+  """An RGB PIL image as uint8 (size, size, 3), resized with PIL bicubic unless it already is size x size."""
+  if image.size != (size, size):
+    image = image.resize((size, size), Image.BICUBIC)
+  return np.asarray(image, np.uint8)
 
 
 def list_images(path: str) -> list[str]:
@@ -64,9 +71,7 @@ def read_image(path: str, size: int = RESOLUTION) -> np.ndarray:
   except (OSError, ValueError, Image.DecompressionBombError) as error:
     raise PitiError(f"could not read image {path!r} ({type(error).__name__}: {error}); re-save it as PNG or "
                     "remove it from the folder.") from error
-  if rgb.size != (size, size):
-    rgb = rgb.resize((size, size), Image.BICUBIC)
-  return np.asarray(rgb, np.uint8)
+  return _at_size(rgb, size)
 
 
 def read_folder(path: str, size: int = RESOLUTION) -> np.ndarray:
@@ -91,7 +96,7 @@ def resize_images(images: np.ndarray, size: int = RESOLUTION) -> np.ndarray:
                     "quantise them with np.clip(np.round(x), 0, 255).astype(np.uint8).")
   if images.shape[1:3] == (size, size):
     return images
-  return np.stack([np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC)) for image in images])
+  return np.stack([_at_size(Image.fromarray(image), size) for image in images])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -311,7 +316,8 @@ def compare(images_a: np.ndarray, images_b: np.ndarray, *, network: inception_li
   Returns:
     {"fid", "kid", "kid_std", "count_a", "count_b", "protocol"} (see `distances`).
   """
-  network = network or inception_lib.load_inception(weights, preprocessing)
+  if network is None:
+    network = inception_lib.load_inception(weights, preprocessing)
   features_a = array_features(images_a, network, batch_size=batch_size, size=size, cache=cache_reference)
   features_b = array_features(images_b, network, batch_size=batch_size, size=size)
   return distances(features_a, features_b, network, size)
@@ -323,7 +329,8 @@ def compare_folders(dir_a: str, dir_b: str, *, network: inception_lib.FidIncepti
   """FID and KID of two image folders (module docstring); A is the reference (its features cached when asked)."""
   for folder in (dir_a, dir_b):  # report a bad folder before loading the network
     list_images(folder)
-  network = network or inception_lib.load_inception(weights, preprocessing)
+  if network is None:
+    network = inception_lib.load_inception(weights, preprocessing)
   features_a = folder_features(dir_a, network, batch_size=batch_size, size=size, cache=cache_reference)
   features_b = folder_features(dir_b, network, batch_size=batch_size, size=size)
   return distances(features_a, features_b, network, size)
@@ -344,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     result = compare_folders(args.dir_a, args.dir_b, weights=args.weights, preprocessing=args.preprocessing,
                              batch_size=args.batch_size)
   except PitiError as error:
-    print(f"piti-jax fid: error: {error}", file=sys.stderr)
+    print(f"piti-jax fid: error: {' '.join(str(error).split())}", file=sys.stderr)  # one line
     return 2
   print(json.dumps(result))
   return 0

