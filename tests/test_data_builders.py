@@ -132,6 +132,7 @@ def test_coco_sketch_detects_edges_at_256_and_feeds_the_sketch_pipeline(tmp_path
       Image.fromarray(picture).save(tmp_path / "raw" / folder / f"{i}.jpg")
   config = _config("coco_sketch", tmp_path / "tfds", tmp_path / "raw", task="sketch")
   builder = prepare_dataset(config)
+  assert builder.builder_config.name == "canny"  # no HED weights given
   example = builder.as_data_source(split="train")[0]
   assert example["image"].shape == (256, 256, 3) and example["sketch"].shape == (256, 256, 1)
   sketch = example["sketch"][..., 0]
@@ -341,9 +342,11 @@ def test_hed_matches_a_numpy_reference_and_builds_hed_sketches(tmp_path):
   for folder in ("train2017", "val2017"):
     os.makedirs(tmp_path / "raw" / folder)
     Image.fromarray(image).save(tmp_path / "raw" / folder / "0.png")
-  config = _config("coco_sketch", tmp_path / "tfds", tmp_path / "raw", task="sketch", edge_detector="hed",
+  config = _config("coco_sketch", tmp_path / "tfds", tmp_path / "raw", task="sketch",
                    hed_weights=str(tmp_path / "hed.npz"))
-  sources = prepare_dataset(config).as_data_source()
+  builder = prepare_dataset(config)
+  assert builder.builder_config.name == "hed"  # the default detector once HED weights are given
+  sources = builder.as_data_source()
   sketch = sources["validation"][0]["sketch"][..., 0]
   assert sketch.shape == (256, 256) and set(np.unique(sketch)) == {0, 255}
   np.testing.assert_array_equal(sources["train"][0]["sketch"][..., 0], sketch)  # same picture, same sketch

@@ -8,7 +8,7 @@ DATASETS = ("shapes", "coco_stuff", "ade20k", "coco_sketch", "diode", "text_pair
 TASKS = ("mask", "sketch", "depth", "text")
 CONDITION_CHANNELS = {"mask": 3, "sketch": 1, "depth": 6}
 TEXT_FORMATS = ("tsv", "folder", "webdataset", "coco_captions")
-EDGE_DETECTORS = ("canny", "hed")
+EDGE_DETECTORS = ("auto", "hed", "canny")
 DEGRADATIONS = ("bsrgan_light", "bicubic")
 
 
@@ -43,9 +43,11 @@ def default_data_config() -> ml_collections.ConfigDict:
     train_subset: > 0: training iterators read only the first train_subset records of the train
       split (few-shot finetuning); 0 reads the whole split.
     text_format: layout of the text_pairs source, one of TEXT_FORMATS.
-    edge_detector: coco_sketch edge detector: "canny" (no weights) or "hed" (needs hed_weights).
-    hed_weights: HED BSDS500 weights for edge_detector="hed": the PyTorch port's state-dict file
-      (network-bsds500.pytorch; reading it needs PyTorch) or an .npz with the same keys.
+    edge_detector: coco_sketch edge detector: "hed" (the reference's: HED edge probability > 0.6;
+      needs hed_weights), "canny" (no weights; a deviation, see `piti_jax.data.edges`) or "auto"
+      (the default: HED when hed_weights is given, else Canny); see `edge_detector`.
+    hed_weights: HED BSDS500 weights: the PyTorch port's state-dict file (network-bsds500.pytorch;
+      reading it needs PyTorch) or an .npz with the same keys.
   """
   config = ml_collections.ConfigDict()
   config.name = "shapes"
@@ -75,9 +77,16 @@ def default_data_config() -> ml_collections.ConfigDict:
   config.seed = 0
   config.train_subset = 0
   config.text_format = "tsv"
-  config.edge_detector = "canny"
+  config.edge_detector = "auto"
   config.hed_weights = ""
   return config
+
+
+def edge_detector(config: ml_collections.ConfigDict) -> str:
+  """The coco_sketch edge detector a data config selects: "hed" or "canny" ("auto": HED iff hed_weights)."""
+  if config.edge_detector == "auto":
+    return "hed" if config.hed_weights else "canny"
+  return config.edge_detector
 
 
 def check_data_config(config: ml_collections.ConfigDict) -> None:
