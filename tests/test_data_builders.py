@@ -122,6 +122,28 @@ def test_ade20k_shifts_ids_and_maps_other_to_unlabelled(tmp_path):
   assert example["mask"][labels == 255][0].tolist() == [0, 0, 0]
 
 
+def test_ade20k_full_release_keeps_the_seg_png_colours_as_the_reference(tmp_path):
+  rng = np.random.default_rng(5)
+  root = tmp_path / "raw" / "ADE20K_2021_17_01" / "images" / "ADE"
+  segs = {}
+  for folder in ("training", "validation"):
+    stem = str(root / folder / "urban" / "street" / f"ADE_{folder}_00000001")
+    _write_image(stem + ".jpg", rng)
+    segs[folder] = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)  # R/10*256+G: class, B: instance
+    Image.fromarray(segs[folder]).save(stem + "_seg.png")
+  _write_image(str(root / "training" / "urban" / "street" / "no_seg_beside_it.jpg"), rng)
+  config = _config("ade20k", tmp_path / "tfds", tmp_path / "raw", ade20k_source="full_release")
+  builder = prepare_dataset(config)
+  assert builder.info.splits["train"].num_examples == 1 and "label" not in builder.info.features
+  example = builder.as_data_source(split="validation")[0]
+  np.testing.assert_array_equal(example["mask"], segs["validation"])
+  batch = next(pipeline.make_train_iterator(config, global_batch_size=1, seed=0, process_index=0, process_count=1))
+  assert batch["condition"].shape == (1, 256, 256, 3)
+  with pytest.raises(PitiError, match="_seg.png under a validation/ folder"):
+    os.remove(str(root / "validation" / "urban" / "street" / "ADE_validation_00000001_seg.png"))
+    prepare_dataset(_config("ade20k", tmp_path / "tfds2", tmp_path / "raw", ade20k_source="full_release"))
+
+
 def test_coco_sketch_detects_edges_at_256_and_feeds_the_sketch_pipeline(tmp_path):
   rng = np.random.default_rng(4)
   for folder in ("train2017", "val2017"):

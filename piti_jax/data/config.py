@@ -9,6 +9,7 @@ TASKS = ("mask", "sketch", "depth", "text")
 CONDITION_CHANNELS = {"mask": 3, "sketch": 1, "depth": 6}
 TEXT_FORMATS = ("tsv", "folder", "webdataset", "coco_captions")
 EDGE_DETECTORS = ("auto", "hed", "canny")
+ADE20K_SOURCES = ("challenge", "full_release")
 DEGRADATIONS = ("bsrgan_light", "bicubic")
 
 
@@ -48,6 +49,9 @@ def default_data_config() -> ml_collections.ConfigDict:
       (the default: HED when hed_weights is given, else Canny); see `edge_detector`.
     hed_weights: HED BSDS500 weights: the PyTorch port's state-dict file (network-bsds500.pytorch;
       reading it needs PyTorch) or an .npz with the same keys.
+    ade20k_source: "challenge" (ADEChallengeData2016, 150 classes, VOC colours) or "full_release" (the
+      full release's _seg.png colours, which the reference feeds its encoder); see
+      `piti_jax.data.builders.ade20k` for the difference and why "challenge" is the default.
   """
   config = ml_collections.ConfigDict()
   config.name = "shapes"
@@ -79,6 +83,7 @@ def default_data_config() -> ml_collections.ConfigDict:
   config.text_format = "tsv"
   config.edge_detector = "auto"
   config.hed_weights = ""
+  config.ade20k_source = "challenge"
   return config
 
 
@@ -118,6 +123,8 @@ def check_data_config(config: ml_collections.ConfigDict) -> None:
     raise PitiError(f"data.text_format={config.text_format!r} is unknown; choose one of {TEXT_FORMATS}.")
   if config.edge_detector not in EDGE_DETECTORS:
     raise PitiError(f"data.edge_detector={config.edge_detector!r} is unknown; choose one of {EDGE_DETECTORS}.")
+  if config.ade20k_source not in ADE20K_SOURCES:
+    raise PitiError(f"data.ade20k_source={config.ade20k_source!r} is unknown; choose one of {ADE20K_SOURCES}.")
   if config.name == "coco_sketch" and config.edge_detector == "hed" and not config.hed_weights:
     raise PitiError("data.edge_detector='hed' needs data.hed_weights, the path of HED's BSDS500 weights "
                     "(network-bsds500.pytorch or a converted .npz); or use data.edge_detector='canny'.")
