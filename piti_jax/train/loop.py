@@ -76,7 +76,7 @@ def objective_config(config: ml_collections.ConfigDict) -> objectives.ObjectiveC
   return objectives.ObjectiveConfig(
       adversarial=adv.enabled, adversarial_start=adv.start_step,
       perceptual_weight=adv.perceptual_weight, adversarial_weight=adv.adversarial_weight,
-      gradient_penalty_weight=adv.gradient_penalty_weight)
+      gradient_penalty_weight=adv.gradient_penalty_weight, critic_first=adv.critic_first)
 
 
 class Trainer:
