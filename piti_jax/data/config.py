@@ -11,6 +11,7 @@ TEXT_FORMATS = ("tsv", "folder", "webdataset", "coco_captions")
 EDGE_DETECTORS = ("auto", "hed", "canny")
 ADE20K_SOURCES = ("challenge", "full_release")
 DEGRADATIONS = ("bsrgan_light", "bicubic")
+L0_SMOOTHING = ("fixed", "reference")
 
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -27,7 +28,10 @@ def default_data_config() -> ml_collections.ConfigDict:
     load_size: side images and conditions are squash-resized to first (the reference uses 256).
     condition_size: side of the condition image (the task encoder needs 256).
     low_res_size: side of the degraded low-res input for the upsampler; 0 for no "low_res".
-    degradation: "bsrgan_light" (PITI's pipeline, L0 smoothing fixed) or "bicubic" (plain resize).
+    degradation: "bsrgan_light" (PITI's pipeline) or "bicubic" (plain resize).
+    l0_smoothing: bsrgan_light's op 6 (p = 0.2): "fixed" smooths the image (the reference's bug fixed),
+      "reference" blacks the low-res input out as the reference's does (about 20% of inputs black;
+      for exact-replication runs). See `piti_jax.data.degradations`.
     uncond_p: probability of replacing a condition by the null condition (all ones) or the tokens by
       empty text, per example (training iterators only).
     random_crop: resize the short side to load_size and crop a random square instead of squashing.
@@ -66,6 +70,7 @@ def default_data_config() -> ml_collections.ConfigDict:
   config.condition_size = 256
   config.low_res_size = 0
   config.degradation = "bsrgan_light"
+  config.l0_smoothing = "fixed"
   config.uncond_p = 0.0
   config.random_crop = False
   config.flip = True
@@ -117,6 +122,8 @@ def check_data_config(config: ml_collections.ConfigDict) -> None:
     raise PitiError(f"data.low_res_size={config.low_res_size} must divide data.load_size={config.load_size}.")
   if config.degradation not in DEGRADATIONS:
     raise PitiError(f"data.degradation={config.degradation!r} is unknown; choose one of {DEGRADATIONS}.")
+  if config.l0_smoothing not in L0_SMOOTHING:
+    raise PitiError(f"data.l0_smoothing={config.l0_smoothing!r} is unknown; choose one of {L0_SMOOTHING}.")
   if config.on_bad_example not in ("skip", "raise"):
     raise PitiError(f"data.on_bad_example={config.on_bad_example!r} must be 'skip' or 'raise'.")
   if config.text_format not in TEXT_FORMATS:

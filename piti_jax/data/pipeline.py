@@ -79,7 +79,7 @@ class ExampleTransform(grain.transforms.RandomMap):
     image_size, load_size, condition_size, low_res_size: sides in pixels (low_res_size 0 = none).
     augment: apply flip / random crop / condition dropout (training) or not (evaluation).
     flip, random_crop, uncond_p: augmentation settings.
-    degradation: "bsrgan_light" or "bicubic".
+    degradation: "bsrgan_light" or "bicubic"; l0_smoothing: "fixed" or "reference" (bsrgan_light's op 6).
     tokenizer: a tokenizer_lib tokenizer (text task) or None.
     max_text_len: token sequence length.
   """
@@ -94,6 +94,7 @@ class ExampleTransform(grain.transforms.RandomMap):
   random_crop: bool
   uncond_p: float
   degradation: str
+  l0_smoothing: str
   tokenizer: object
   max_text_len: int
 
@@ -134,7 +135,8 @@ class ExampleTransform(grain.transforms.RandomMap):
   def _low_res(self, image: Image.Image, rng: np.random.Generator) -> np.ndarray:
     """The upsampler's input from the load_size image: float32 (low_res_size, low_res_size, 3)."""
     if self.degradation == "bsrgan_light":
-      low = degradations.bsrgan_light(np.asarray(image), scale=self.load_size // self.low_res_size, rng=rng)
+      low = degradations.bsrgan_light(np.asarray(image), scale=self.load_size // self.low_res_size, rng=rng,
+                                      l0_smoothing=self.l0_smoothing)
     else:
       low = np.asarray(image.resize((self.low_res_size, self.low_res_size), Image.BICUBIC))
     return conditions.to_unit_range(low)
@@ -172,7 +174,8 @@ def make_transform(config: ml_collections.ConfigDict, *, augment: bool) -> Examp
   return ExampleTransform(task=config.task, image_size=config.image_size, load_size=config.load_size,
                           condition_size=config.condition_size, low_res_size=config.low_res_size, augment=augment,
                           flip=config.flip, random_crop=config.random_crop, uncond_p=config.uncond_p,
-                          degradation=config.degradation, tokenizer=tokenizer, max_text_len=config.max_text_len)
+                          degradation=config.degradation, l0_smoothing=config.l0_smoothing, tokenizer=tokenizer,
+                          max_text_len=config.max_text_len)
 
 
 def make_sampler(num_records: int, *, seed: int, process_index: int, process_count: int, shuffle: bool,
