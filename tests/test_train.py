@@ -131,8 +131,16 @@ def test_data_parallel_and_fsdp_steps_agree(data_dir):
     np.testing.assert_allclose(value, flatten(params_fsdp)[path], rtol=1e-5, atol=1e-6, err_msg=path)
 
 
-def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
-  config = shapes_config("pretrain", data_dir, num_steps=6, save_every=2, debug_inject_nan_at_step=3)
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, monkeypatch):
+  step = loop.Trainer.step
+
+  def poisoned_step(trainer, state, batch):  # a NaN image in the batch of step 3
+    if int(state.step) == 3:
+      batch = {**batch, "image": batch["image"] * np.float32("nan")}
+    return step(trainer, state, batch)
+
+  monkeypatch.setattr(loop.Trainer, "step", poisoned_step)
+  config = shapes_config("pretrain", data_dir, num_steps=6, save_every=2)
   with pytest.raises(PitiError, match="non-finite loss at step 3"):
     loop.train(config, str(tmp_path))
   assert sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()) == [2]

@@ -17,7 +17,6 @@ Fields (all overridable on the command line, e.g. `--config.train.num_steps=1000
   train.ema_rates      EMA rates of the trained parameters.
   train.global_batch_size, num_steps, log_every, save_every, eval_every, eval_batches,
   train.sample_every, sample_batch_size, keep_checkpoints,
-  train.debug_inject_nan_at_step  (tests of the fault path; -1 = off).
   train.export         at the end, write the first EMA (+ frozen parts) as a model checkpoint
                        in <workdir>/export/ema_<rate> (the format inference loads).
   optim.*              AdamW: lr, encoder_lr/decoder_lr (> 0: separate rates), b1, b2, eps,
@@ -75,7 +74,6 @@ def default_config() -> ml_collections.ConfigDict:
       "sample_every": 20_000,
       "sample_batch_size": 8,
       "keep_checkpoints": 3,
-      "debug_inject_nan_at_step": -1,
       "export": True,
   })
 

@@ -121,8 +121,7 @@ class RunFunctions:
     self.diffusion = make_diffusion(diffusion_config.schedule, diffusion_config.num_timesteps)
     adversarial = thaw(spec.adversarial)
     self.disc_template = self.disc_tx = vgg_graphdef = None
-    self.extras = {"nan_at_step": jax.device_put(jnp.int32(-1), self.replicated)}
-    extras_shardings = {"nan_at_step": self.replicated}
+    self.extras, extras_shardings = {}, {}
     if adversarial.enabled:
       from piti_jax.models.discriminator import PatchDiscriminator  # pylint: disable=import-outside-toplevel
       from piti_jax.models.vgg import load_vgg_features  # pylint: disable=import-outside-toplevel
@@ -220,13 +219,9 @@ class Trainer:
                                                    temperature=sample.temperature)
     return self._sample_fn
 
-  def step(self, state: state_lib.TrainState, batch: dict[str, jax.Array], nan_at_step: int = -1):
-    """One train step; `nan_at_step` >= 0 makes the loss NaN at that step (fault-path tests)."""
-    functions = self.functions
-    extras = functions.extras
-    if nan_at_step >= 0:
-      extras = {**extras, "nan_at_step": jax.device_put(jnp.int32(nan_at_step), functions.replicated)}
-    return functions.train_step(state, batch, extras)
+  def step(self, state: state_lib.TrainState, batch: dict[str, jax.Array]):
+    """One train step: (new state, metrics)."""
+    return self.functions.train_step(state, batch, self.functions.extras)
 
   def sample_params(self, state: state_lib.TrainState) -> dict:
     """Complete parameters used for samples: the first EMA average plus the frozen part."""
@@ -342,7 +337,7 @@ class _Run:
     try:
       while step < cfg.num_steps:
         batch = self.trainer.global_batch(next(self.data))
-        state, step_metrics = self.trainer.step(state, batch, cfg.debug_inject_nan_at_step)
+        state, step_metrics = self.trainer.step(state, batch)
         step += 1
         self.buffer.add(step, step_metrics)
         progress(step)

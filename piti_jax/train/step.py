@@ -67,9 +67,8 @@ def make_train_step(models: StepModels, diffusion: GaussianDiffusion, tx: optax.
                     disc_tx: optax.GradientTransformation | None, config: StepConfig) -> Callable:
   """train_step(state, batch, extras) -> (state, metrics); not yet jitted (see `jit_train_step`).
 
-  extras: {"nan_at_step": int32 () step whose loss is made NaN (tests of the fault path; -1 =
-  never), "vgg": VGG feature weights (adversarial configs)}. Runtime values, so changing them
-  does not recompile.
+  extras: {"vgg": VGG feature weights} in adversarial configs, else {}: runtime values, so other
+  weights do not recompile.
 
   The model runs forward once (`jax.vjp`); with the adversarial terms, the critic takes its
   step on that forward's x0_hat before the generator's adversarial term is evaluated (the
@@ -92,7 +91,6 @@ def make_train_step(models: StepModels, diffusion: GaussianDiffusion, tx: optax.
 
     terms, pullback = jax.vjp(forward, state.params)
     loss = jnp.mean(weights * terms["diffusion"])
-    loss = loss + jnp.where(state.step == extras["nan_at_step"], jnp.nan, 0.0)
     cotangent = jax.tree.map(jnp.zeros_like, terms)
     cotangent["diffusion"] = weights / images.shape[0]
     new, metrics = {}, {}
