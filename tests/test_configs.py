@@ -85,6 +85,18 @@ def test_upsampler_and_fewshot_follow_the_reference(name):
   assert load_config(name, "stage2").data.train_subset == 0
 
 
+def test_text_pretraining_vocabulary_follows_the_tokenizer():
+  from piti_jax.train import loop
+
+  config = load_config("text_pretrain", "base")
+  assert config.data.tokenizer == "bytes"
+  assert loop.resolve_text_vocabulary(config).model.overrides.n_vocab == 257  # not GLIDE's 50,257 rows
+  config.model.overrides.n_vocab = 100
+  with pytest.raises(PitiError, match="smaller than the 257 token ids"):
+    loop.resolve_text_vocabulary(config)
+  assert "n_vocab" not in loop.resolve_text_vocabulary(load_config("coco_stuff_mask", "stage1")).model.overrides
+
+
 def test_unknown_job_names_the_jobs():
   with pytest.raises(PitiError, match="stage1_cont"):
     load_config("coco_stuff_mask", "stage3")

@@ -11,7 +11,7 @@ Transforms follow the reference: squash-resize to load_size (bicubic for images,
 conditions) or, with random_crop, resize the short side and crop a random square; a horizontal
 flip shared by image and condition (training); the condition stays at condition_size, the image
 is bicubic-resized to image_size; the low-res input is a degraded copy of the load_size image;
-with probability uncond_p the condition becomes all ones (or the caption becomes empty).
+with probability uncond_p the condition becomes the null condition (`conditions.null_condition`).
 Randomness comes from grain's per-record generator (seeded from the seed and the record's position),
 so the batches are a pure function of (seed, process_index, process_count, num_workers): with
 worker processes grain groups each batch from one worker's records, so another worker count gives
@@ -157,11 +157,13 @@ class ExampleTransform(grain.transforms.RandomMap):
       caption = caption.decode("utf-8") if isinstance(caption, bytes) else str(caption)
       if flipped:
         caption = swap_left_right(caption)
-      result["tokens"], result["token_mask"] = self.tokenizer.encode_padded("" if drop else caption,
-                                                                            self.max_text_len)
+      tokens, mask = self.tokenizer.encode_padded(caption, self.max_text_len)
+      text = {"tokens": tokens, "mask": mask}
+      text = conditions.null_condition(text) if drop else text
+      result["tokens"], result["token_mask"] = text["tokens"], text["mask"]
     else:
       condition = self._condition(resized[1:])
-      result["condition"] = conditions.null_condition_like(condition) if drop else condition
+      result["condition"] = conditions.null_condition(condition) if drop else condition
     if self.low_res_size:
       result["low_res"] = self._low_res(image_full, rng)
     return result
@@ -264,9 +266,3 @@ def batch_shapes(data_config: ml_collections.ConfigDict, batch_size: int) -> dic
     shapes["low_res"] = ((batch_size, low, low, 3), np.float32)
   return shapes
 
-
-def to_global(batch: dict, sharding) -> dict:
-  """Per-process NumPy batch -> global jax arrays with `sharding` (batch split over its leading axis)."""
-  import jax
-
-  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)

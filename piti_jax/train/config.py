@@ -128,7 +128,9 @@ def set_base_stage(config: ml_collections.ConfigDict, stage: str) -> None:
                encoder from stage 1-cont's EMA (init.stage1).
   """
   if stage not in STAGE_SETTINGS:
-    raise ValueError(f"unknown base stage {stage!r}; use one of {BASE_STAGES}")
+    from piti_jax.errors import PitiError  # pylint: disable=import-outside-toplevel
+
+    raise PitiError(f"unknown base stage {stage!r}; use one of {', '.join(BASE_STAGES)}.")
   trainable, uncond_p, lr, num_steps = STAGE_SETTINGS[stage]
   ema = f"ema_{config.train.ema_rates[0]:g}"
   config.mode = "finetune"

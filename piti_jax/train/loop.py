@@ -23,7 +23,6 @@ import numpy as np
 from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding, PartitionSpec
 
 from piti_jax.diffusion import timestep_sampler
 from piti_jax.diffusion.gaussian import make_diffusion
@@ -93,6 +92,29 @@ class TrainSpec:
                batch_keys=tuple(k for k in BATCH_KEYS if k in batch_shapes(config.data, 1)), mesh=mesh)
 
 
+def resolve_text_vocabulary(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` with model.overrides.n_vocab = the vocabulary of data.tokenizer for text-to-image runs.
+
+  The token embedding then has one row per id the tokenizer emits (257 for the byte tokenizer,
+  50,257 for GPT-2 BPE) instead of the preset's. An explicit model.overrides.n_vocab is kept, and
+  is an error when the tokenizer emits ids beyond it.
+  """
+  if config.data.task != "text":
+    return config
+  from piti_jax.data.tokenizer import make_tokenizer  # pylint: disable=import-outside-toplevel
+
+  vocab = make_tokenizer(config.data.tokenizer).vocab_size
+  given = config.model.overrides.get("n_vocab")
+  if given is not None:
+    if given < vocab:
+      raise PitiError(f"config.model.overrides.n_vocab={given} is smaller than the {vocab} token ids of "
+                      f"data.tokenizer={config.data.tokenizer!r}; remove the override or raise it.")
+    return config
+  config = config.copy_and_resolve_references()
+  config.model.overrides.n_vocab = vocab
+  return config
+
+
 class RunFunctions:
   """The static side of a run, built from a TrainSpec alone, and its jitted functions.
 
@@ -106,7 +128,7 @@ class RunFunctions:
 
     mesh, dtype = spec.mesh, jnp.dtype(spec.dtype)
     self.spec = spec
-    self.replicated = NamedSharding(mesh, PartitionSpec())
+    self.replicated = partition.replicated(mesh)
     self.template = ModelTemplate(lambda rngs: presets.build_model(spec.model, rngs=rngs, dtype=dtype),
                                   lambda: presets.abstract_model(spec.model, dtype))
     abstract = self.template.abstract_params()
@@ -202,8 +224,7 @@ class Trainer:
     missing = [k for k in keys if k not in local]
     if missing:
       raise PitiError(f"a batch lacks {missing} (it has {sorted(local)}); the data config and the batch disagree.")
-    sharding = partition.batch_sharding(self.mesh)
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(local[k])) for k in keys}
+    return partition.to_global({k: np.asarray(local[k]) for k in keys}, partition.batch_sharding(self.mesh))
 
   @property
   def validation_step(self):
@@ -370,6 +391,7 @@ class _Run:
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
   """Runs (or resumes) the loop of `config` in `workdir` until train.num_steps or preemption."""
+  config = resolve_text_vocabulary(config)
   mesh = partition.make_mesh(config.mesh.data, config.mesh.fsdp)
   with jax.set_mesh(mesh):
     trainer = Trainer(config, mesh)
@@ -383,6 +405,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
 def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Runner of the `pretrain` and `finetune` modes (see piti_jax/main.py)."""
   os.makedirs(workdir, exist_ok=True)
+  config = resolve_text_vocabulary(config)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))

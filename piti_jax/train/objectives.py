@@ -52,13 +52,6 @@ def condition_of(batch: Batch) -> Any:
   return batch["condition"]
 
 
-def null_condition(cond: Any) -> Any:
-  """The unconditional input: all-ones condition image, or the empty caption (no real token)."""
-  if isinstance(cond, dict):
-    return {"tokens": cond["tokens"], "mask": jnp.zeros_like(cond["mask"])}
-  return jnp.ones_like(cond)
-
-
 def perceptual_distance(vgg: Callable[[jax.Array], jax.Array], fake: jax.Array, real: jax.Array) -> jax.Array:
   """Per-example mean squared distance of VGG conv2_2 features, float32 (B,)."""
   return mean_flat(jnp.square(vgg(fake).astype(jnp.float32) - vgg(real).astype(jnp.float32)))

@@ -17,7 +17,7 @@ from PIL import Image
 from piti_jax.diffusion import samplers
 from piti_jax.diffusion.gaussian import GaussianDiffusion
 from piti_jax.diffusion.guidance import guided_model_fn
-from piti_jax.train import objectives
+from piti_jax.data import conditions
 from piti_jax.train.params import ModelTemplate, ParamTree
 
 
@@ -38,7 +38,7 @@ def make_sample_fn(template: ModelTemplate, diffusion: GaussianDiffusion, *, gui
     model = template.merge(params)
     guided = guidance_scale != 1.0
     if guided:
-      cond = jax.tree.map(lambda c, n: jnp.concatenate([c, n]), cond, objectives.null_condition(cond))
+      cond = jax.tree.map(lambda c, n: jnp.concatenate([c, n]), cond, conditions.null_condition(cond, jnp))
       low_res = None if low_res is None else jnp.concatenate([low_res, low_res])
     encoded = model.encode(cond)
 

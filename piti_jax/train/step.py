@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from piti_jax.diffusion import timestep_sampler
 from piti_jax.diffusion.gaussian import GaussianDiffusion
@@ -183,9 +183,8 @@ def jit_train_step(train_step: Callable, mesh: Mesh, state_shardings: TrainState
                    extras_shardings: dict[str, Any]) -> Callable:
   """Jits the step with explicit shardings; the state argument is donated."""
   batch_shardings = {name: partition.batch_sharding(mesh) for name in batch_keys}
-  replicated = NamedSharding(mesh, PartitionSpec())
   return jax.jit(train_step, in_shardings=(state_shardings, batch_shardings, extras_shardings),
-                 out_shardings=(state_shardings, replicated), donate_argnums=(0,))
+                 out_shardings=(state_shardings, partition.replicated(mesh)), donate_argnums=(0,))
 
 
 def make_validation_step(models: StepModels, diffusion: GaussianDiffusion, config: StepConfig) -> Callable:
