@@ -53,17 +53,18 @@ def benchmark(config, mode: str, steps: int) -> dict:
   config.init = {}
   mesh = partition.make_mesh(config.mesh.data, config.mesh.fsdp)
   with jax.set_mesh(mesh):
-    trainer = loop.get_trainer(config, mesh)
+    trainer = loop.Trainer(config, mesh)
     state = trainer.create_state_for(config.seed, config.init)
     batch = trainer.global_batch(random_batch(config, np.random.default_rng(0)))
     start = time.perf_counter()
-    compiled = trainer.train_step.lower(state, batch, trainer.extras).compile()
+    extras = trainer.functions.extras
+    compiled = trainer.functions.train_step.lower(state, batch, extras).compile()
     compile_s = time.perf_counter() - start
-    state, metrics = compiled(state, batch, trainer.extras)
+    state, metrics = compiled(state, batch, extras)
     jax.block_until_ready(metrics)
     start = time.perf_counter()
     for _ in range(steps):
-      state, metrics = compiled(state, batch, trainer.extras)
+      state, metrics = compiled(state, batch, extras)
     jax.block_until_ready(metrics)
     step_s = (time.perf_counter() - start) / steps
   count = lambda tree: int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))

@@ -1,4 +1,9 @@
-"""PITI on ADE20K (full-release _seg.png maps): base stages and the upsampler finetune (reference settings).
+"""PITI on ADE20K masks: base stages and the upsampler finetune (reference settings).
+
+Conditions: by default the 150-class benchmark masks (ADEChallengeData2016, one VOC colour per
+class). The reference instead feeds the full ADE20K release's `_seg.png` colours (about 3,000
+classes in red/green, the instance in blue); add --config.data.ade20k_source=full_release (with
+the full release in DATA) to train on those. See piti_jax.data.builders.ade20k for the layouts.
 
 Train the base in stages, then the upsampler (GLIDE_BASE / GLIDE_UP: converted GLIDE
 checkpoints, see piti_jax.convert; DATA: the raw files the dataset builder asks for):

@@ -1,5 +1,13 @@
 """PITI on COCO sketches (edge maps -> distance transform): base stages and the upsampler finetune (reference settings).
 
+Sketches: the reference's are HED edges (BSDS500 weights, probability > 0.6). They are made when
+the HED weights are given (HED: the PyTorch port's network-bsds500.pytorch or a converted .npz):
+add --config.data.hed_weights=HED to every command below. Without them the dataset is prepared
+with Canny edges instead (a warning says so). Canny marks every intensity step one pixel wide,
+texture included, where HED draws thicker object contours: the conditions differ, so a model
+trained on Canny sketches is not the reference's, does not match its released sketch weights,
+wants Canny sketches at sampling time, and its FID is not comparable with the paper's.
+
 Train the base in stages, then the upsampler (GLIDE_BASE / GLIDE_UP: converted GLIDE
 checkpoints, see piti_jax.convert; DATA: the raw files the dataset builder asks for):
 

@@ -120,7 +120,7 @@ def fresh_encoder_checkpoint(config: ml_collections.ConfigDict, workdir: str) ->
   job = stage_config(config, "stage1", workdir)
   mesh = partition.make_mesh(job.mesh.data, job.mesh.fsdp)
   with jax.set_mesh(mesh):
-    trainer = loop.get_trainer(job, mesh)
+    trainer = loop.Trainer(job, mesh)
     state = trainer.create_state()
     params = jax.device_get(trainer.sample_params(state))
   model_checkpoint.save_checkpoint(directory, params, preset=job.model.preset, overrides=dict(job.model.overrides))

@@ -47,7 +47,8 @@ from piti_jax.diffusion import guidance as guidance_lib
 from piti_jax.diffusion import samplers
 from piti_jax.diffusion.gaussian import GaussianDiffusion, make_diffusion
 from piti_jax.errors import PitiError
-from piti_jax.train import objectives, partition
+from piti_jax.data import conditions
+from piti_jax.train import partition
 from piti_jax.train.params import ModelTemplate, ParamTree
 
 if TYPE_CHECKING:
@@ -161,7 +162,7 @@ def sample_images(model: Any, cond: Any, low_res: jax.Array | None, key: jax.Arr
     float32 (B, H, W, 3) in [-1, 1] (clamped when clip_denoised).
   """
   if config.guided:
-    cond = jax.tree.map(lambda c, n: jnp.concatenate([c, n]), cond, objectives.null_condition(cond))
+    cond = jax.tree.map(lambda c, n: jnp.concatenate([c, n]), cond, conditions.null_condition(cond, jnp))
     low_res = None if low_res is None else jnp.concatenate([low_res, low_res])
   encoded = model.encode(cond)
 

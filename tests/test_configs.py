@@ -8,6 +8,7 @@ from piti_jax import main
 from piti_jax.data.config import check_data_config
 from piti_jax.errors import PitiError
 from piti_jax.models.presets import PRESETS
+from piti_jax.param_paths import flatten
 from piti_jax.train import config as train_config
 from tests.train_helpers import load_config
 
@@ -31,29 +32,69 @@ def test_every_job_builds_with_a_registered_mode_and_a_valid_data_config(name, j
   assert config.mode in main.RUNNERS
   assert config.model.preset in PRESETS
   check_data_config(config.data)
-  assert config.model.dtype == "float32" and config.mesh.fsdp == 1  # overridable: --config.model.dtype, mesh.fsdp
 
 
-def test_base_stages_follow_the_reference():
-  stage1, cont, stage2 = (load_config("coco_stuff_mask", job) for job in ("stage1", "stage1_cont", "stage2"))
-  assert (stage1.train.trainable, stage1.data.uncond_p, stage1.optim.lr) == ("encoder", 0.0, 3.5e-5)
-  assert (cont.train.trainable, cont.data.uncond_p, cont.optim.lr) == ("encoder", 0.2, 2e-5)
-  assert (stage2.train.trainable, stage2.data.uncond_p, stage2.optim.lr) == ("", 0.2, 3.5e-5)
-  assert stage2.init.prior.prefixes == "decoder" and stage2.init.stage1.prefixes == "encoder"
-  assert stage1.diffusion.timestep_sampler == "loss-second-moment" and stage1.diffusion.schedule == "cosine"
-  assert stage1.optim.weight_decay == 0.0 and stage1.train.ema_rates == (0.9999,)
-  sketch_scales = [load_config("coco_sketch", job).sample.guidance_scale for job in ("stage1", "stage1_cont", "stage2")]
-  assert sketch_scales == [1.0, 1.0, 2.5] and [stage1.sample.guidance_scale, stage2.sample.guidance_scale] == [1.0, 1.5]
+# The reference's settings, written out from PITI_SPEC.md (sections 4-7), not taken from the code.
+SPEC_COMMON = {"diffusion.num_timesteps": 1000, "optim.b1": 0.9, "optim.b2": 0.999, "optim.eps": 1e-8,
+               "optim.weight_decay": 0.0, "optim.grad_clip_norm": 0.0, "optim.warmup_steps": 0,
+               "optim.cosine_decay_steps": 0, "train.ema_rates": (0.9999,), "model.dtype": "float32"}
+SPEC_BASE = {**SPEC_COMMON, "diffusion.schedule": "cosine", "diffusion.timestep_sampler": "loss-second-moment",
+             "train.global_batch_size": 128, "data.image_size": 64, "data.condition_size": 256,
+             "data.load_size": 256, "data.low_res_size": 0, "data.flip": True, "data.random_crop": False,
+             "sample.respacing": "100", "adversarial.enabled": False}
+SPEC_STAGES = {
+    "stage1": {"train.trainable": "encoder", "data.uncond_p": 0.0, "optim.lr": 3.5e-5, "train.num_steps": 200_000},
+    "stage1_cont": {"train.trainable": "encoder", "data.uncond_p": 0.2, "optim.lr": 2e-5, "train.num_steps": 60_000},
+    "stage2": {"train.trainable": "", "data.uncond_p": 0.2, "optim.lr": 3.5e-5},
+}
+SPEC_UPSAMPLE = {**SPEC_COMMON, "model.preset": "piti_upsample256", "diffusion.schedule": "linear",
+                 "diffusion.timestep_sampler": "uniform", "train.trainable": "", "data.uncond_p": 0.0,
+                 "optim.lr": 1e-5, "train.global_batch_size": 4, "data.image_size": 256, "data.low_res_size": 64,
+                 "data.degradation": "bsrgan_light", "adversarial.enabled": True, "adversarial.start_step": 100,
+                 "adversarial.perceptual_weight": 0.004, "adversarial.adversarial_weight": 0.01,
+                 "adversarial.gradient_penalty_weight": 10.0, "adversarial.disc_lr": 1e-5,
+                 "adversarial.disc_channels": 64, "adversarial.disc_layers": 3, "adversarial.critic_first": True,
+                 "sample.respacing": "fast27", "sample.temperature": 0.997, "sample.guidance_scale": 1.0}
 
 
-def test_upsampler_and_fewshot_follow_the_reference():
-  upsample = load_config("coco_stuff_mask", "upsample")
-  assert (upsample.diffusion.schedule, upsample.diffusion.timestep_sampler) == ("linear", "uniform")
-  assert (upsample.optim.lr, upsample.data.uncond_p, upsample.train.trainable) == (1e-5, 0.0, "")
-  assert upsample.adversarial.enabled and (upsample.data.image_size, upsample.data.low_res_size) == (256, 64)
-  fewshot = load_config("ade20k_mask", "fewshot")
-  assert fewshot.data.train_subset == train_config.FEWSHOT_EXAMPLES and fewshot.train.trainable == ""
-  assert load_config("coco_stuff_mask", "stage2").data.train_subset == 0
+def _mismatches(config, expected: dict) -> dict:
+  flat = flatten(config.to_dict())
+  return {k: (flat.get(k), v) for k, v in expected.items() if flat.get(k) != v}
+
+
+@pytest.mark.parametrize("name", REAL_DATASETS)
+def test_base_stages_follow_the_reference(name):
+  for stage, settings in SPEC_STAGES.items():
+    config = load_config(name, stage)
+    assert not _mismatches(config, {**SPEC_BASE, **settings, "model.preset": "piti_base64"}), (stage,)
+    assert config.init.prior.prefixes == "decoder"
+    assert config.init.prior.tree == "ema_0.9999"
+    if stage != "stage1":
+      assert (config.init.stage1.prefixes, config.init.stage1.tree) == ("encoder", "ema_0.9999")
+  scales = [load_config(name, stage).sample.guidance_scale for stage in SPEC_STAGES]
+  assert scales == ([1.0, 1.0, 2.5] if name == "coco_sketch" else [1.0, 1.5, 1.5])  # validation sample_c
+  tasks = {"coco_stuff_mask": "mask", "coco_sketch": "sketch", "ade20k_mask": "mask", "diode_depth": "depth"}
+  assert load_config(name, "stage1").model.overrides.task == tasks[name]
+
+
+@pytest.mark.parametrize("name", REAL_DATASETS)
+def test_upsampler_and_fewshot_follow_the_reference(name):
+  assert not _mismatches(load_config(name, "upsample"), SPEC_UPSAMPLE)
+  fewshot = load_config(name, "fewshot")
+  assert not _mismatches(fewshot, {**SPEC_BASE, **SPEC_STAGES["stage2"], "data.train_subset": 1000})
+  assert load_config(name, "stage2").data.train_subset == 0
+
+
+def test_text_pretraining_vocabulary_follows_the_tokenizer():
+  from piti_jax.train import loop
+
+  config = load_config("text_pretrain", "base")
+  assert config.data.tokenizer == "bytes"
+  assert loop.resolve_text_vocabulary(config).model.overrides.n_vocab == 257  # not GLIDE's 50,257 rows
+  config.model.overrides.n_vocab = 100
+  with pytest.raises(PitiError, match="smaller than the 257 token ids"):
+    loop.resolve_text_vocabulary(config)
+  assert "n_vocab" not in loop.resolve_text_vocabulary(load_config("coco_stuff_mask", "stage1")).model.overrides
 
 
 def test_unknown_job_names_the_jobs():

@@ -122,6 +122,28 @@ def test_ade20k_shifts_ids_and_maps_other_to_unlabelled(tmp_path):
   assert example["mask"][labels == 255][0].tolist() == [0, 0, 0]
 
 
+def test_ade20k_full_release_keeps_the_seg_png_colours_as_the_reference(tmp_path):
+  rng = np.random.default_rng(5)
+  root = tmp_path / "raw" / "ADE20K_2021_17_01" / "images" / "ADE"
+  segs = {}
+  for folder in ("training", "validation"):
+    stem = str(root / folder / "urban" / "street" / f"ADE_{folder}_00000001")
+    _write_image(stem + ".jpg", rng)
+    segs[folder] = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)  # R/10*256+G: class, B: instance
+    Image.fromarray(segs[folder]).save(stem + "_seg.png")
+  _write_image(str(root / "training" / "urban" / "street" / "no_seg_beside_it.jpg"), rng)
+  config = _config("ade20k", tmp_path / "tfds", tmp_path / "raw", ade20k_source="full_release")
+  builder = prepare_dataset(config)
+  assert builder.info.splits["train"].num_examples == 1 and "label" not in builder.info.features
+  example = builder.as_data_source(split="validation")[0]
+  np.testing.assert_array_equal(example["mask"], segs["validation"])
+  batch = next(pipeline.make_train_iterator(config, global_batch_size=1, seed=0, process_index=0, process_count=1))
+  assert batch["condition"].shape == (1, 256, 256, 3)
+  with pytest.raises(PitiError, match="_seg.png under a validation/ folder"):
+    os.remove(str(root / "validation" / "urban" / "street" / "ADE_validation_00000001_seg.png"))
+    prepare_dataset(_config("ade20k", tmp_path / "tfds2", tmp_path / "raw", ade20k_source="full_release"))
+
+
 def test_coco_sketch_detects_edges_at_256_and_feeds_the_sketch_pipeline(tmp_path):
   rng = np.random.default_rng(4)
   for folder in ("train2017", "val2017"):
@@ -132,6 +154,7 @@ def test_coco_sketch_detects_edges_at_256_and_feeds_the_sketch_pipeline(tmp_path
       Image.fromarray(picture).save(tmp_path / "raw" / folder / f"{i}.jpg")
   config = _config("coco_sketch", tmp_path / "tfds", tmp_path / "raw", task="sketch")
   builder = prepare_dataset(config)
+  assert builder.builder_config.name == "canny"  # no HED weights given
   example = builder.as_data_source(split="train")[0]
   assert example["image"].shape == (256, 256, 3) and example["sketch"].shape == (256, 256, 1)
   sketch = example["sketch"][..., 0]
@@ -341,9 +364,11 @@ def test_hed_matches_a_numpy_reference_and_builds_hed_sketches(tmp_path):
   for folder in ("train2017", "val2017"):
     os.makedirs(tmp_path / "raw" / folder)
     Image.fromarray(image).save(tmp_path / "raw" / folder / "0.png")
-  config = _config("coco_sketch", tmp_path / "tfds", tmp_path / "raw", task="sketch", edge_detector="hed",
+  config = _config("coco_sketch", tmp_path / "tfds", tmp_path / "raw", task="sketch",
                    hed_weights=str(tmp_path / "hed.npz"))
-  sources = prepare_dataset(config).as_data_source()
+  builder = prepare_dataset(config)
+  assert builder.builder_config.name == "hed"  # the default detector once HED weights are given
+  sources = builder.as_data_source()
   sketch = sources["validation"][0]["sketch"][..., 0]
   assert sketch.shape == (256, 256) and set(np.unique(sketch)) == {0, 255}
   np.testing.assert_array_equal(sources["train"][0]["sketch"][..., 0], sketch)  # same picture, same sketch

@@ -123,8 +123,11 @@ def test_normal_rendering():
 
 def test_null_condition_and_unit_range():
   condition = np.zeros((2, 4, 4, 6), np.float32)
-  null = conditions.null_condition_like(condition)
+  null = conditions.null_condition(condition)
   assert null.shape == condition.shape and null.dtype == np.float32 and np.all(null == 1.0)
+  text = {"tokens": np.array([[5, 6, 256]], np.int32), "mask": np.array([[True, True, False]])}
+  empty = conditions.null_condition(text)
+  assert not empty["mask"].any() and np.array_equal(empty["tokens"], text["tokens"])
   np.testing.assert_allclose(conditions.to_unit_range(np.array([0, 255], np.uint8)), [-1.0, 1.0])
 
 

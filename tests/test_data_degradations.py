@@ -115,3 +115,19 @@ def test_bsrgan_light_applies_each_step_with_the_reference_probability():
   expected = {"halve": 0.25, "blur": 0.8, "resize": 0.8, "shifted_gaussian": 0.2, "jpeg": 0.5, "l0_smooth": 0.2}
   for step, probability in expected.items():
     assert abs(counts.get(step, 0) / draws - probability) < 0.1, (step, counts.get(step, 0))
+
+
+def test_reference_l0_switch_blacks_out_about_a_fifth_of_the_low_res_inputs():
+  image = np.asarray(Image.fromarray(shapes_scenes.generate_scene(2, 0, 0).image).resize((32, 32)))
+  draws = 300
+  black = []
+  for seed in range(draws):
+    applied = []
+    low = degradations.bsrgan_light(image, 4, np.random.default_rng(seed), applied, l0_smoothing="reference")
+    dark = low.mean() < 4.0  # what later noise (1-2/255) and JPEG leave of a black image
+    assert dark == ("l0_smooth" in applied), (seed, applied, low.mean())
+    black += [seed] if dark else []
+  # A binomial(300, 0.2) count has standard deviation 6.9; allow about 4 of them.
+  assert abs(len(black) - 0.2 * draws) < 28, len(black)
+  fixed = degradations.bsrgan_light(image, 4, np.random.default_rng(black[0]), l0_smoothing="fixed")
+  assert fixed.mean() > 0.5 * image.mean()  # the same draws with the fix: smoothed, not black

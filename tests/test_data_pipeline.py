@@ -154,7 +154,7 @@ def test_random_crop_keeps_the_sizes(base_config):
 
 def test_null_condition_is_all_ones():
   condition = np.random.default_rng(0).uniform(-1, 1, (2, 8, 8, 3)).astype(np.float32)
-  assert np.all(conditions.null_condition_like(condition) == 1.0)
+  assert np.all(conditions.null_condition(condition) == 1.0)
 
 
 def test_config_errors_say_what_to_change(base_config):
@@ -169,11 +169,13 @@ def test_config_errors_say_what_to_change(base_config):
 def test_to_global_makes_sharded_jax_arrays(base_config):
   import jax
 
+  from piti_jax.train import partition
+
   mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
   batch = next(pipeline.make_train_iterator(base_config, global_batch_size=8, seed=0, process_index=0,
                                             process_count=1))
-  global_batch = pipeline.to_global(batch, sharding)
+  global_batch = partition.to_global(batch, sharding)
   assert global_batch["image"].shape == (8, 64, 64, 3)
   assert global_batch["condition"].sharding == sharding
   np.testing.assert_array_equal(np.asarray(global_batch["image"]), batch["image"])

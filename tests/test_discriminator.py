@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from piti_jax.models.discriminator import PatchDiscriminator, instance_norm
+from piti_jax.models.discriminator import PatchDiscriminator
+from piti_jax.models.layers import instance_norm
 
 
 def _pix2pix_param_count(in_channels: int, ndf: int, n_layers: int) -> int:

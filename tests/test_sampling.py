@@ -94,12 +94,12 @@ def test_the_encoder_runs_once_per_image():
 
 def test_plain_guidance_at_scale_one_equals_the_conditional_model():
   from piti_jax.diffusion.guidance import guided_model_fn
-  from piti_jax.train.objectives import null_condition
+  from piti_jax.data.conditions import null_condition
 
   @jax.jit
   def guided_and_conditional(params, cond, x, t):
     model = _template().merge(params)
-    doubled = model.encode(jnp.concatenate([cond, null_condition(cond)]))
+    doubled = model.encode(jnp.concatenate([cond, null_condition(cond, jnp)]))
     return guided_model_fn(lambda x2, t2: model(x2, t2, encoded=doubled), 1.0)(x, t), model(x, t, cond)
 
   x = jax.random.normal(jax.random.key(2), IMAGE_SHAPE)

@@ -1,7 +1,7 @@
 """The train loop on 8 fake CPU devices with tiny shapes models.
 
-Compiled steps are shared through the loop's trainer cache: every test that uses the
-pretrain config on the default mesh reuses one compiled step.
+Compiled steps are shared through the loop's function cache (keyed on loop.TrainSpec): every
+test that uses the pretrain config on the default mesh reuses one compiled step.
 """
 
 import json
@@ -69,6 +69,23 @@ def test_pretraining_on_shapes_lowers_the_loss(prior):
   assert_trees_equal(exported, host(loop.merge_trees(result.state.ema["0.99"], result.state.frozen)))
 
 
+def test_compiled_functions_are_shared_by_equal_specs_only(data_dir):
+  mesh = partition.make_mesh(-1, 1)
+  config = shapes_config("pretrain", data_dir)
+  spec = loop.TrainSpec.from_config(config, mesh)
+  assert spec.batch_keys == ("image", "tokens", "token_mask")  # from the data config, before any batch
+  loop_only = shapes_config("pretrain", data_dir, num_steps=7, log_every=3)
+  loop_only.seed = 5
+  assert loop.TrainSpec.from_config(loop_only, mesh) == spec
+  for group, name, value in (("optim", "lr", 0.5), ("diffusion", "num_timesteps", 10), ("train", "ema_rates", (0.9,)),
+                             ("model", "dtype", "bfloat16"), ("adversarial", "critic_first", False)):
+    changed = shapes_config("pretrain", data_dir)
+    changed[group][name] = value
+    assert loop.TrainSpec.from_config(changed, mesh) != spec, (group, name)
+  changed.model.overrides.model_channels = 64
+  assert loop.TrainSpec.from_config(changed, mesh).model.model_channels == 64
+
+
 def test_resume_is_exact(data_dir, tmp_path):
   steps = 4
   whole, halves = str(tmp_path / "whole"), str(tmp_path / "halves")
@@ -99,12 +116,13 @@ def test_data_parallel_and_fsdp_steps_agree(data_dir):
     config.mesh.data, config.mesh.fsdp = data, fsdp
     mesh = partition.make_mesh(data, fsdp)
     with jax.set_mesh(mesh):
-      trainer = loop.get_trainer(config, mesh)
+      trainer = loop.Trainer(config, mesh)
       iterator, _ = loop._data_iterators(config)  # pylint: disable=protected-access
       state = trainer.create_state_for(config.seed, config.init)
       state, metrics = trainer.step(state, trainer.global_batch(next(iterator)))
       if fsdp > 1:
-        sharded = [s for s in jax.tree.leaves(trainer.state_shardings.params) if "fsdp" in str(s.spec)]
+        shardings = jax.tree.leaves(trainer.functions.state_shardings.params)
+        sharded = [s for s in shardings if "fsdp" in str(s.spec)]
         assert sharded, "no parameter is sharded over fsdp"
       results.append((host(metrics), host(state.params)))
   (metrics_dp, params_dp), (metrics_fsdp, params_fsdp) = results
@@ -113,8 +131,16 @@ def test_data_parallel_and_fsdp_steps_agree(data_dir):
     np.testing.assert_allclose(value, flatten(params_fsdp)[path], rtol=1e-5, atol=1e-6, err_msg=path)
 
 
-def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
-  config = shapes_config("pretrain", data_dir, num_steps=6, save_every=2, debug_inject_nan_at_step=3)
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, monkeypatch):
+  step = loop.Trainer.step
+
+  def poisoned_step(trainer, state, batch):  # a NaN image in the batch of step 3
+    if int(state.step) == 3:
+      batch = {**batch, "image": batch["image"] * np.float32("nan")}
+    return step(trainer, state, batch)
+
+  monkeypatch.setattr(loop.Trainer, "step", poisoned_step)
+  config = shapes_config("pretrain", data_dir, num_steps=6, save_every=2)
   with pytest.raises(PitiError, match="non-finite loss at step 3"):
     loop.train(config, str(tmp_path))
   assert sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()) == [2]
@@ -148,7 +174,7 @@ def test_stage2_trains_encoder_and_decoder(prior, stage1, data_dir):
   config.init.stage1.path, config.init.stage1.tree = stage1[0], "params"
   mesh = partition.make_mesh(-1, 1)
   with jax.set_mesh(mesh):
-    trainer = loop.get_trainer(config, mesh)
+    trainer = loop.Trainer(config, mesh)
     iterator, _ = loop._data_iterators(config)  # pylint: disable=protected-access
     state = trainer.create_state_for(config.seed, config.init)
     before = host(state.params)
@@ -170,7 +196,7 @@ def test_upsampler_step_updates_the_discriminator(data_dir):
   config.adversarial.disc_channels, config.adversarial.disc_layers = 8, 2
   mesh = partition.make_mesh(-1, 1)
   with jax.set_mesh(mesh):
-    trainer = loop.get_trainer(config, mesh)
+    trainer = loop.Trainer(config, mesh)
     iterator, _ = loop._data_iterators(config)  # pylint: disable=protected-access
     state = trainer.create_state_for(config.seed, config.init)
     before = host(state.disc_params)
@@ -189,6 +215,6 @@ def test_checkpoint_that_does_not_fit_names_the_parameters(prior, data_dir):
   config.init.prior.path, config.init.prior.tree = prior[0], "params"
   mesh = partition.make_mesh(-1, 1)
   with jax.set_mesh(mesh):
-    trainer = loop.get_trainer(config, mesh)
+    trainer = loop.Trainer(config, mesh)
     with pytest.raises(PitiError, match=r"does not fit the model .*decoder\..*kernel: shape"):
       trainer.create_state_for(config.seed, config.init)

@@ -7,11 +7,13 @@
   edge pixel, clipped at 255, then scaled to [-1, 1] (edge pixels -1, each pixel of distance +2/255).
 - Depth + normal: the reference's renderings (jet colormap of log depth with invalid pixels black;
   normals mapped to RGB by (n - min) / 2).
-- The null condition is an all-ones image (white in [-1, 1] space), as PITI uses for dropout and
-  for the unconditional branch of classifier-free guidance.
+- The null condition (`null_condition`) is an all-ones image (white in [-1, 1] space), as PITI uses
+  for dropout and for the unconditional branch of classifier-free guidance; for text, the empty caption.
 """
 
 import functools
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -212,9 +214,21 @@ def render_normals(normals: np.ndarray) -> np.ndarray:
   return (rgb * 255).astype(np.uint8)
 
 
-def null_condition_like(condition: np.ndarray) -> np.ndarray:
-  """The null condition: all ones (white in [-1, 1]) with the condition's shape, float32."""
-  return np.ones(np.shape(condition), np.float32)
+def null_condition(cond: Any, xp: Any = np) -> Any:
+  """The null condition in place of `cond`, for condition dropout and unguided classifier-free branches.
+
+  Args:
+    cond: a condition image (..., H, W, C) in [-1, 1], or a text condition {"tokens": int (..., L),
+      "mask": bool (..., L)}.
+    xp: the array module of `cond`: numpy (the data pipeline) or jax.numpy (inside jitted sampling).
+  Returns:
+    an all-ones image like `cond` (white in [-1, 1], PITI's ones_like), or the empty caption: the
+    same tokens with every position masked out (the text encoder puts its padding embedding at
+    masked positions, whatever the token there, as GLIDE's empty caption).
+  """
+  if isinstance(cond, Mapping):
+    return {**cond, "mask": xp.zeros_like(cond["mask"])}
+  return xp.ones_like(cond)
 
 
 def _open_image(path: str):

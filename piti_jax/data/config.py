@@ -8,8 +8,10 @@ DATASETS = ("shapes", "coco_stuff", "ade20k", "coco_sketch", "diode", "text_pair
 TASKS = ("mask", "sketch", "depth", "text")
 CONDITION_CHANNELS = {"mask": 3, "sketch": 1, "depth": 6}
 TEXT_FORMATS = ("tsv", "folder", "webdataset", "coco_captions")
-EDGE_DETECTORS = ("canny", "hed")
+EDGE_DETECTORS = ("auto", "hed", "canny")
+ADE20K_SOURCES = ("challenge", "full_release")
 DEGRADATIONS = ("bsrgan_light", "bicubic")
+L0_SMOOTHING = ("fixed", "reference")
 
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -26,7 +28,10 @@ def default_data_config() -> ml_collections.ConfigDict:
     load_size: side images and conditions are squash-resized to first (the reference uses 256).
     condition_size: side of the condition image (the task encoder needs 256).
     low_res_size: side of the degraded low-res input for the upsampler; 0 for no "low_res".
-    degradation: "bsrgan_light" (PITI's pipeline, L0 smoothing fixed) or "bicubic" (plain resize).
+    degradation: "bsrgan_light" (PITI's pipeline) or "bicubic" (plain resize).
+    l0_smoothing: bsrgan_light's op 6 (p = 0.2): "fixed" smooths the image (the reference's bug fixed),
+      "reference" blacks the low-res input out as the reference's does (about 20% of inputs black;
+      for exact-replication runs). See `piti_jax.data.degradations`.
     uncond_p: probability of replacing a condition by the null condition (all ones) or the tokens by
       empty text, per example (training iterators only).
     random_crop: resize the short side to load_size and crop a random square instead of squashing.
@@ -43,9 +48,14 @@ def default_data_config() -> ml_collections.ConfigDict:
     train_subset: > 0: training iterators read only the first train_subset records of the train
       split (few-shot finetuning); 0 reads the whole split.
     text_format: layout of the text_pairs source, one of TEXT_FORMATS.
-    edge_detector: coco_sketch edge detector: "canny" (no weights) or "hed" (needs hed_weights).
-    hed_weights: HED BSDS500 weights for edge_detector="hed": the PyTorch port's state-dict file
-      (network-bsds500.pytorch; reading it needs PyTorch) or an .npz with the same keys.
+    edge_detector: coco_sketch edge detector: "hed" (the reference's: HED edge probability > 0.6;
+      needs hed_weights), "canny" (no weights; a deviation, see `piti_jax.data.edges`) or "auto"
+      (the default: HED when hed_weights is given, else Canny); see `edge_detector`.
+    hed_weights: HED BSDS500 weights: the PyTorch port's state-dict file (network-bsds500.pytorch;
+      reading it needs PyTorch) or an .npz with the same keys.
+    ade20k_source: "challenge" (ADEChallengeData2016, 150 classes, VOC colours) or "full_release" (the
+      full release's _seg.png colours, which the reference feeds its encoder); see
+      `piti_jax.data.builders.ade20k` for the difference and why "challenge" is the default.
   """
   config = ml_collections.ConfigDict()
   config.name = "shapes"
@@ -60,6 +70,7 @@ def default_data_config() -> ml_collections.ConfigDict:
   config.condition_size = 256
   config.low_res_size = 0
   config.degradation = "bsrgan_light"
+  config.l0_smoothing = "fixed"
   config.uncond_p = 0.0
   config.random_crop = False
   config.flip = True
@@ -75,9 +86,17 @@ def default_data_config() -> ml_collections.ConfigDict:
   config.seed = 0
   config.train_subset = 0
   config.text_format = "tsv"
-  config.edge_detector = "canny"
+  config.edge_detector = "auto"
   config.hed_weights = ""
+  config.ade20k_source = "challenge"
   return config
+
+
+def edge_detector(config: ml_collections.ConfigDict) -> str:
+  """The coco_sketch edge detector a data config selects: "hed" or "canny" ("auto": HED iff hed_weights)."""
+  if config.edge_detector == "auto":
+    return "hed" if config.hed_weights else "canny"
+  return config.edge_detector
 
 
 def check_data_config(config: ml_collections.ConfigDict) -> None:
@@ -103,12 +122,16 @@ def check_data_config(config: ml_collections.ConfigDict) -> None:
     raise PitiError(f"data.low_res_size={config.low_res_size} must divide data.load_size={config.load_size}.")
   if config.degradation not in DEGRADATIONS:
     raise PitiError(f"data.degradation={config.degradation!r} is unknown; choose one of {DEGRADATIONS}.")
+  if config.l0_smoothing not in L0_SMOOTHING:
+    raise PitiError(f"data.l0_smoothing={config.l0_smoothing!r} is unknown; choose one of {L0_SMOOTHING}.")
   if config.on_bad_example not in ("skip", "raise"):
     raise PitiError(f"data.on_bad_example={config.on_bad_example!r} must be 'skip' or 'raise'.")
   if config.text_format not in TEXT_FORMATS:
     raise PitiError(f"data.text_format={config.text_format!r} is unknown; choose one of {TEXT_FORMATS}.")
   if config.edge_detector not in EDGE_DETECTORS:
     raise PitiError(f"data.edge_detector={config.edge_detector!r} is unknown; choose one of {EDGE_DETECTORS}.")
+  if config.ade20k_source not in ADE20K_SOURCES:
+    raise PitiError(f"data.ade20k_source={config.ade20k_source!r} is unknown; choose one of {ADE20K_SOURCES}.")
   if config.name == "coco_sketch" and config.edge_detector == "hed" and not config.hed_weights:
     raise PitiError("data.edge_detector='hed' needs data.hed_weights, the path of HED's BSDS500 weights "
                     "(network-bsds500.pytorch or a converted .npz); or use data.edge_detector='canny'.")

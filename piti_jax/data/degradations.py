@@ -16,7 +16,11 @@
 Random interpolation is one of bilinear, bicubic (no antialiasing, like OpenCV) and area averaging.
 
 Fix versus the reference: its L0 smoothing rescales [0, 1] floats as if they were 0..255 and returns
-an all-black image; here it runs on [0, 1] floats and returns the smoothed image.
+an all-black image; here it runs on [0, 1] floats and returns the smoothed image. For exact
+replication `l0_smoothing="reference"` (data.l0_smoothing) keeps the reference's behaviour: the image
+is smoothed at 1/256 of its scale and truncated back as the reference's uint8 cast does, which
+leaves it black (1 only where the smoothed image reaches white), so about 20% of the low-res inputs
+are black apart from the noise and JPEG steps that may follow.
 
 `quantize_8bit` is the 8-bit quantisation applied to the base model's output at sampling time.
 """
@@ -30,6 +34,7 @@ from scipy.linalg import orth
 
 BLUR_P, JPEG_P, HALVE_P, L0_P, RESIZE_P = 0.8, 0.5, 0.25, 0.2, 0.8
 INTERPOLATIONS = ("linear", "cubic", "area")
+L0_SMOOTHING = ("fixed", "reference")
 
 
 def _to_float(image: np.ndarray) -> np.ndarray:
@@ -200,6 +205,16 @@ def l0_smooth(image: np.ndarray, smoothness: float, kappa: float = 2.0, beta_max
   return np.clip(smooth, 0.0, 1.0).astype(np.float32)
 
 
+def reference_l0_smooth(image: np.ndarray, smoothness: float) -> np.ndarray:
+  """The reference's op 6 as it behaves on [0, 1] floats: smoothing at 1/256 scale, then its uint8 cast.
+
+  The reference divides by 256 (it expects 0..255), smooths, multiplies by 256 and casts to uint8,
+  so values below 1 become 0. Returns float32 (H, W, 3) in {0, 1}: black but where the smoothed
+  image reaches white.
+  """
+  return np.floor(l0_smooth(image / 256.0, smoothness) * 256.0).astype(np.float32)
+
+
 def halve(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   """The optional first step: halve the size (50% random interpolation, 50% antialiased bicubic)."""
   height, width = image.shape[:2]
@@ -222,7 +237,7 @@ def op_order(rng: np.random.Generator) -> list[int]:
 
 
 def bsrgan_light(image: np.ndarray, scale: int, rng: np.random.Generator,
-                 applied: list[str] | None = None) -> np.ndarray:
+                 applied: list[str] | None = None, l0_smoothing: str = "fixed") -> np.ndarray:
   """Degrades a uint8 (H, W, 3) image into the uint8 (H // scale, W // scale, 3) low-res input.
 
   Args:
@@ -231,6 +246,8 @@ def bsrgan_light(image: np.ndarray, scale: int, rng: np.random.Generator,
     rng: the random generator (the result is a pure function of the image and its state).
     applied: if given, the names of the steps that ran are appended to it, in order ("halve",
       "blur", "resize" or "shifted_gaussian" (op 2), "resize_to_target", "noise", "jpeg", "l0_smooth").
+    l0_smoothing: "fixed" (op 6 smooths the image) or "reference" (op 6 blacks it out, as the
+      reference's does; see `reference_l0_smooth`).
 
   Returns:
     uint8 (H // scale, W // scale, 3).
@@ -260,7 +277,8 @@ def bsrgan_light(image: np.ndarray, scale: int, rng: np.random.Generator,
       work = add_jpeg(work, rng)
       log("jpeg")
     elif op == 6 and rng.random() < L0_P:
-      work = l0_smooth(work, rng.uniform(1.2, 4.0) * 1e-3)
+      smooth = reference_l0_smooth if l0_smoothing == "reference" else l0_smooth
+      work = smooth(work, rng.uniform(1.2, 4.0) * 1e-3)
       log("l0_smooth")
   return to_uint8(work)
 

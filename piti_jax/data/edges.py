@@ -1,7 +1,8 @@
 """Binary sketches from images without learned weights: a Canny-style edge detector (NumPy/SciPy).
 
-PITI's sketches are HED edge probabilities thresholded at 0.6 (see `builders/hed.py` for HED
-itself). When no HED weights are at hand, `canny_sketch` gives comparable line drawings:
+PITI's sketches are HED edge probabilities thresholded at 0.6 (see `piti_jax.data.hed`). When no HED
+weights are at hand, `canny_sketch` gives line drawings of the same format, but not the same drawings
+(thin edges of every intensity step; see `piti_jax.data.builders.coco_sketch` for what that changes):
   1. luma of the RGB image, Gaussian smoothing (sigma 2 px);
   2. Sobel gradients, magnitude, non-maximum suppression along the gradient direction
      (quantised to 0, 45, 90, 135 degrees), so edges are one pixel wide;

@@ -11,7 +11,7 @@ Transforms follow the reference: squash-resize to load_size (bicubic for images,
 conditions) or, with random_crop, resize the short side and crop a random square; a horizontal
 flip shared by image and condition (training); the condition stays at condition_size, the image
 is bicubic-resized to image_size; the low-res input is a degraded copy of the load_size image;
-with probability uncond_p the condition becomes all ones (or the caption becomes empty).
+with probability uncond_p the condition becomes the null condition (`conditions.null_condition`).
 Randomness comes from grain's per-record generator (seeded from the seed and the record's position),
 so the batches are a pure function of (seed, process_index, process_count, num_workers): with
 worker processes grain groups each batch from one worker's records, so another worker count gives
@@ -79,7 +79,7 @@ class ExampleTransform(grain.transforms.RandomMap):
     image_size, load_size, condition_size, low_res_size: sides in pixels (low_res_size 0 = none).
     augment: apply flip / random crop / condition dropout (training) or not (evaluation).
     flip, random_crop, uncond_p: augmentation settings.
-    degradation: "bsrgan_light" or "bicubic".
+    degradation: "bsrgan_light" or "bicubic"; l0_smoothing: "fixed" or "reference" (bsrgan_light's op 6).
     tokenizer: a tokenizer_lib tokenizer (text task) or None.
     max_text_len: token sequence length.
   """
@@ -94,6 +94,7 @@ class ExampleTransform(grain.transforms.RandomMap):
   random_crop: bool
   uncond_p: float
   degradation: str
+  l0_smoothing: str
   tokenizer: object
   max_text_len: int
 
@@ -134,7 +135,8 @@ class ExampleTransform(grain.transforms.RandomMap):
   def _low_res(self, image: Image.Image, rng: np.random.Generator) -> np.ndarray:
     """The upsampler's input from the load_size image: float32 (low_res_size, low_res_size, 3)."""
     if self.degradation == "bsrgan_light":
-      low = degradations.bsrgan_light(np.asarray(image), scale=self.load_size // self.low_res_size, rng=rng)
+      low = degradations.bsrgan_light(np.asarray(image), scale=self.load_size // self.low_res_size, rng=rng,
+                                      l0_smoothing=self.l0_smoothing)
     else:
       low = np.asarray(image.resize((self.low_res_size, self.low_res_size), Image.BICUBIC))
     return conditions.to_unit_range(low)
@@ -155,11 +157,13 @@ class ExampleTransform(grain.transforms.RandomMap):
       caption = caption.decode("utf-8") if isinstance(caption, bytes) else str(caption)
       if flipped:
         caption = swap_left_right(caption)
-      result["tokens"], result["token_mask"] = self.tokenizer.encode_padded("" if drop else caption,
-                                                                            self.max_text_len)
+      tokens, mask = self.tokenizer.encode_padded(caption, self.max_text_len)
+      text = {"tokens": tokens, "mask": mask}
+      text = conditions.null_condition(text) if drop else text
+      result["tokens"], result["token_mask"] = text["tokens"], text["mask"]
     else:
       condition = self._condition(resized[1:])
-      result["condition"] = conditions.null_condition_like(condition) if drop else condition
+      result["condition"] = conditions.null_condition(condition) if drop else condition
     if self.low_res_size:
       result["low_res"] = self._low_res(image_full, rng)
     return result
@@ -172,7 +176,8 @@ def make_transform(config: ml_collections.ConfigDict, *, augment: bool) -> Examp
   return ExampleTransform(task=config.task, image_size=config.image_size, load_size=config.load_size,
                           condition_size=config.condition_size, low_res_size=config.low_res_size, augment=augment,
                           flip=config.flip, random_crop=config.random_crop, uncond_p=config.uncond_p,
-                          degradation=config.degradation, tokenizer=tokenizer, max_text_len=config.max_text_len)
+                          degradation=config.degradation, l0_smoothing=config.l0_smoothing, tokenizer=tokenizer,
+                          max_text_len=config.max_text_len)
 
 
 def make_sampler(num_records: int, *, seed: int, process_index: int, process_count: int, shuffle: bool,
@@ -261,9 +266,3 @@ def batch_shapes(data_config: ml_collections.ConfigDict, batch_size: int) -> dic
     shapes["low_res"] = ((batch_size, low, low, 3), np.float32)
   return shapes
 
-
-def to_global(batch: dict, sharding) -> dict:
-  """Per-process NumPy batch -> global jax arrays with `sharding` (batch split over its leading axis)."""
-  import jax
-
-  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)

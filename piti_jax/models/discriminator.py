@@ -10,15 +10,13 @@ in +-1/sqrt(fan_in)), as in the reference, which never re-initialises the discri
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-from piti_jax.models.layers import Conv2d
+from piti_jax.models.layers import Conv2d, draw_initial_values, instance_norm
 
 KERNEL_SIZE = 4
 PADDING = 1
 LEAKY_SLOPE = 0.2
-NORM_EPS = 1e-5
 
 
 def _conv(in_channels: int, out_channels: int, stride: int, dtype) -> Conv2d:
@@ -27,36 +25,6 @@ def _conv(in_channels: int, out_channels: int, stride: int, dtype) -> Conv2d:
   Built without weights (rngs=None); `PatchDiscriminator` draws every weight at once.
   """
   return Conv2d(in_channels, out_channels, KERNEL_SIZE, stride=stride, padding=PADDING, dtype=dtype, rngs=None)
-
-
-def _draw_uniform(key: jax.Array, shapes_and_bounds: list[tuple[tuple[int, ...], float]]) -> list[jax.Array]:
-  """U(-bound, bound) float32 arrays of the given shapes from one key.
-
-  Concrete keys seed one NumPy generator (no XLA program to compile); under a trace
-  (nnx.eval_shape, jit) the values come from jax.random.
-  """
-  try:
-    seed = np.asarray(jax.random.key_data(key), np.uint32).ravel()
-  except jax.errors.TracerArrayConversionError:
-    keys = jax.random.split(key, len(shapes_and_bounds))
-    return [jax.random.uniform(k, shape, jnp.float32, -bound, bound)
-            for k, (shape, bound) in zip(keys, shapes_and_bounds)]
-  generator = np.random.default_rng(np.random.SeedSequence(seed.tolist()))
-  return [jnp.asarray(generator.uniform(-bound, bound, shape).astype(np.float32)) for shape, bound in shapes_and_bounds]
-
-
-def instance_norm(x: jax.Array, eps: float = NORM_EPS) -> jax.Array:
-  """Per-sample, per-channel normalisation over H and W, no affine, computed in float32.
-
-  Args:
-    x: (B, H, W, C) array of any float dtype.
-  Returns:
-    (B, H, W, C) array of x's dtype.
-  """
-  x32 = x.astype(jnp.float32)
-  mean = jnp.mean(x32, axis=(1, 2), keepdims=True)
-  var = jnp.mean(jnp.square(x32 - mean), axis=(1, 2), keepdims=True)
-  return ((x32 - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
 
 
 class PatchDiscriminator(nnx.Module):
@@ -79,10 +47,8 @@ class PatchDiscriminator(nnx.Module):
     # Abstract layers, then every weight from one random generator: creating or drawing each
     # parameter eagerly would compile one XLA program per parameter shape.
     self.first, self.normed, self.last = nnx.eval_shape(layers)
-    params = [p for conv in (self.first, *self.normed, self.last) for p in (conv.kernel, conv.bias)]
-    values = _draw_uniform(rngs.params(), [(tuple(p.shape), p.get_metadata()["init"].scale) for p in params])
-    for param, value in zip(params, values):
-      param.set_value(value)
+    draw_initial_values([p for conv in (self.first, *self.normed, self.last) for p in (conv.kernel, conv.bias)],
+                        rngs.params())
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """Logits for each patch.
@@ -94,5 +60,6 @@ class PatchDiscriminator(nnx.Module):
     """
     h = nnx.leaky_relu(self.first(x), LEAKY_SLOPE)
     for conv in self.normed:
-      h = nnx.leaky_relu(instance_norm(conv(h)), LEAKY_SLOPE)
+      h = conv(h)
+      h = nnx.leaky_relu(instance_norm(h).astype(h.dtype), LEAKY_SLOPE)
     return self.last(h)

@@ -89,6 +89,24 @@ def new_param(init: Init, shape: tuple[int, ...], rngs: nnx.Rngs | None, fsdp_di
   return nnx.Param(value, init=init, fsdp_dims=fsdp_dims)
 
 
+def draw_initial_values(params: list[nnx.Variable], key: jax.Array) -> None:
+  """Sets each parameter, in order, to a draw from its `init` metadata, all from one key.
+
+  A concrete key seeds one NumPy generator, so no XLA random-number program is compiled per
+  parameter (minutes on a CPU for the real presets); under a trace (nnx.eval_shape, jit) the
+  values come from jax.random instead. Deterministic per key and parameter order.
+  """
+  try:
+    seed = np.asarray(jax.random.key_data(key), np.uint32).ravel()
+  except jax.errors.TracerArrayConversionError:
+    for sub_key, param in zip(jax.random.split(key, len(params)), params):
+      param.set_value(param.get_metadata()["init"].jax_sample(sub_key, tuple(param.shape)))
+    return
+  generator = np.random.default_rng(np.random.SeedSequence(seed.tolist()))
+  for param in params:
+    param.set_value(jnp.asarray(param.get_metadata()["init"].numpy_sample(generator, tuple(param.shape))))
+
+
 def kernel_init(fan_in: int, *, zero: bool = False) -> Init:
   """Kernel initialiser: PyTorch's default, or zeros for the reference's `zero_module` layers."""
   return ZEROS if zero else torch_default_init(fan_in)
@@ -191,6 +209,21 @@ class LayerNorm(nnx.Module):
     return centred * jax.lax.rsqrt(var + NORM_EPS) * self.scale[...] + self.bias[...]
 
 
+def instance_norm(x: jax.Array, eps: float = NORM_EPS) -> jax.Array:
+  """Per-sample, per-channel normalisation over H and W, without affine parameters.
+
+  Args:
+    x: (B, H, W, C) of any float dtype.
+  Returns:
+    float32 (B, H, W, C).
+  """
+  x = x.astype(jnp.float32)
+  mean = x.mean(axis=(1, 2), keepdims=True)
+  centred = x - mean
+  var = jnp.square(centred).mean(axis=(1, 2), keepdims=True)
+  return centred * jax.lax.rsqrt(var + eps)
+
+
 class InstanceNorm(nnx.Module):
   """Affine InstanceNorm2d (per sample and channel over H, W), eps 1e-5, in float32.
 
@@ -204,12 +237,7 @@ class InstanceNorm(nnx.Module):
     self.bias = new_param(ZEROS, (channels,), None)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = x.astype(jnp.float32)
-    mean = x.mean(axis=(1, 2), keepdims=True)
-    centred = x - mean
-    var = jnp.square(centred).mean(axis=(1, 2), keepdims=True)
-    y = centred * jax.lax.rsqrt(var + NORM_EPS) * self.scale[...] + self.bias[...]
-    return y.astype(self.dtype)
+    return (instance_norm(x) * self.scale[...] + self.bias[...]).astype(self.dtype)
 
 
 def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:

@@ -18,9 +18,10 @@ PITI presets take `task="mask" | "sketch" | "depth"` (condition channels 3 / 1 /
 condition is 256x256 (cond_size) as in PITI, giving 256 tokens. Any `ModelConfig` field can
 be overridden by keyword, e.g. `create_model("piti_base64", task="sketch", dropout=0.0, rngs=...)`.
 The tiny presets keep PITI's 256x256 condition and GLIDE's 128-token text context and
-50257-token vocabulary, so they take the same batches as the real models (override
-`n_vocab=257` for the byte tokenizer); a tiny train step compiles in about 10-40 s on a
-busy 2-core CPU.
+50257-token vocabulary, so they take the same batches as the real models; train runs set
+`n_vocab` to their tokenizer's vocabulary (257 for the byte tokenizer, see
+`piti_jax.train.loop.resolve_text_vocabulary`). A tiny train step compiles in about 10-40 s
+on a busy 2-core CPU.
 """
 
 import dataclasses
@@ -32,6 +33,7 @@ import numpy as np
 from flax import nnx
 
 from piti_jax.errors import PitiError
+from piti_jax.models.layers import draw_initial_values
 from piti_jax.models.piti import GlideModel, ModelConfig, PitiModel
 
 _GLIDE_BASE = dict(family="glide", image_size=64, model_channels=192, num_res_blocks=3, channel_mult=(1, 2, 3, 4),
@@ -97,13 +99,7 @@ def build_model(config: ModelConfig, *, rngs: nnx.Rngs, dtype: jnp.dtype = jnp.f
   CPU for the real presets). Call it outside jit; the result is deterministic per key.
   """
   graphdef, state = nnx.split(abstract_model(config, dtype))
-  seed = np.asarray(jax.random.key_data(rngs.params()), np.uint32).ravel()
-  generator = np.random.default_rng(np.random.SeedSequence(seed.tolist()))
-
-  def draw(variable: nnx.Variable) -> nnx.Variable:
-    return variable.replace(jnp.asarray(variable.get_metadata()["init"].numpy_sample(generator, variable.shape)))
-
-  state = jax.tree.map(draw, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+  draw_initial_values(jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, nnx.Variable)), rngs.params())
   return nnx.merge(graphdef, state)
 
 

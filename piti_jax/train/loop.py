@@ -24,7 +24,6 @@ from PIL import Image
 from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding, PartitionSpec
 
 from piti_jax.diffusion import timestep_sampler
 from piti_jax.diffusion.gaussian import make_diffusion
@@ -35,158 +34,202 @@ from piti_jax.train import ema as ema_lib
 from piti_jax.train import init_sources, metrics as metrics_lib, objectives, optimizer as optimizer_lib, partition
 from piti_jax.train import state as state_lib
 from piti_jax.train import step as step_lib
+from piti_jax.models.piti import ModelConfig
+from piti_jax.param_paths import flatten, unflatten
 from piti_jax.train.params import ModelTemplate, merge_trees, split_by_prefixes
 from piti_jax.train.preemption import PreemptionWatch
 
 BATCH_KEYS = ("image", "condition", "low_res", "tokens", "token_mask")
+DTYPES = ("float32", "bfloat16")
 
 
-def _dtype(name: str):
-  if name not in ("float32", "bfloat16"):
-    raise PitiError(f"config.model.dtype={name!r} is not supported; use float32 or bfloat16.")
-  return jnp.dtype(name)
+Frozen = tuple[tuple[str, Any], ...]
 
 
-def model_template(config: ml_collections.ConfigDict) -> ModelTemplate:
-  """Template of the diffusion model of `config.model` (preset + overrides, compute dtype)."""
-  from piti_jax.models import presets  # pylint: disable=import-outside-toplevel
-
-  model_config = presets.get_config(config.model.preset, **dict(config.model.overrides))
-  dtype = _dtype(config.model.dtype)
-  return ModelTemplate(lambda rngs: presets.build_model(model_config, rngs=rngs, dtype=dtype),
-                       lambda: presets.abstract_model(model_config, dtype))
+def freeze(group: ml_collections.ConfigDict) -> Frozen:
+  """A config group as sorted (dotted name, value) pairs, lists as tuples: hashable."""
+  tuples = lambda v: tuple(tuples(x) for x in v) if isinstance(v, (list, tuple)) else v
+  return tuple(sorted((name, tuples(value)) for name, value in flatten(group.to_dict()).items()))
 
 
-def discriminator_template(config: ml_collections.ConfigDict) -> ModelTemplate:
-  from piti_jax.models.discriminator import PatchDiscriminator  # pylint: disable=import-outside-toplevel
-
-  adv = config.adversarial
-  return ModelTemplate(lambda rngs: PatchDiscriminator(3, adv.disc_channels, adv.disc_layers, rngs=rngs))
+def thaw(frozen: Frozen) -> ml_collections.ConfigDict:
+  """The ConfigDict of a frozen group."""
+  return ml_collections.ConfigDict(unflatten(dict(frozen)))
 
 
-def trainable_prefixes(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """config.train.trainable: comma-separated path prefixes ("" or "all" = every parameter)."""
-  spec = config.train.trainable.strip()
-  if spec in ("", "all"):
-    return ("",)
-  return tuple(p.strip() for p in spec.split(","))
+@dataclasses.dataclass(frozen=True)
+class TrainSpec:
+  """Everything the compiled functions of a run depend on (hashable; see `RunFunctions`).
+
+  model: the architecture (preset + overrides); dtype: compute dtype name.
+  trainable: parameter path prefixes that are trained ("" = all); ema_rates: config.train.ema_rates.
+  diffusion, optim, adversarial: the config groups of those names, frozen.
+  batch_keys: the arrays of a batch, from the data config's batch contract.
+  mesh: the device mesh.
+  """
+  model: ModelConfig
+  dtype: str
+  trainable: tuple[str, ...]
+  ema_rates: tuple[float, ...]
+  diffusion: Frozen
+  optim: Frozen
+  adversarial: Frozen
+  batch_keys: tuple[str, ...]
+  mesh: jax.sharding.Mesh
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> "TrainSpec":
+    from piti_jax.data.pipeline import batch_shapes  # pylint: disable=import-outside-toplevel
+    from piti_jax.models import presets  # pylint: disable=import-outside-toplevel
+
+    if config.model.dtype not in DTYPES:
+      raise PitiError(f"config.model.dtype={config.model.dtype!r} is not supported; use one of {', '.join(DTYPES)}.")
+    spec = config.train.trainable.strip()
+    trainable = ("",) if spec in ("", "all") else tuple(p.strip() for p in spec.split(","))
+    return cls(model=presets.get_config(config.model.preset, **dict(config.model.overrides)),
+               dtype=config.model.dtype, trainable=trainable,
+               ema_rates=tuple(float(r) for r in config.train.ema_rates), diffusion=freeze(config.diffusion),
+               optim=freeze(config.optim), adversarial=freeze(config.adversarial),
+               batch_keys=tuple(k for k in BATCH_KEYS if k in batch_shapes(config.data, 1)), mesh=mesh)
 
 
-def objective_config(config: ml_collections.ConfigDict) -> objectives.ObjectiveConfig:
-  adv = config.adversarial
-  return objectives.ObjectiveConfig(
-      adversarial=adv.enabled, adversarial_start=adv.start_step,
-      perceptual_weight=adv.perceptual_weight, adversarial_weight=adv.adversarial_weight,
-      gradient_penalty_weight=adv.gradient_penalty_weight)
+def resolve_text_vocabulary(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` with model.overrides.n_vocab = the vocabulary of data.tokenizer for text-to-image runs.
+
+  The token embedding then has one row per id the tokenizer emits (257 for the byte tokenizer,
+  50,257 for GPT-2 BPE) instead of the preset's. An explicit model.overrides.n_vocab is kept, and
+  is an error when the tokenizer emits ids beyond it.
+  """
+  if config.data.task != "text":
+    return config
+  from piti_jax.data.tokenizer import make_tokenizer  # pylint: disable=import-outside-toplevel
+
+  vocab = make_tokenizer(config.data.tokenizer).vocab_size
+  given = config.model.overrides.get("n_vocab")
+  if given is not None:
+    if given < vocab:
+      raise PitiError(f"config.model.overrides.n_vocab={given} is smaller than the {vocab} token ids of "
+                      f"data.tokenizer={config.data.tokenizer!r}; remove the override or raise it.")
+    return config
+  config = config.copy_and_resolve_references()
+  config.model.overrides.n_vocab = vocab
+  return config
+
+
+class RunFunctions:
+  """The static side of a run, built from a TrainSpec alone, and its jitted functions.
+
+  Every run whose TrainSpec is equal shares one RunFunctions (`run_functions`), so several
+  runs in a process (tests, a resumed run, benchmarks) reuse the compiled step. Nothing
+  else reaches these functions, so the sharing cannot go stale when config fields are added.
+  """
+
+  def __init__(self, spec: TrainSpec):
+    from piti_jax.models import presets  # pylint: disable=import-outside-toplevel
+
+    mesh, dtype = spec.mesh, jnp.dtype(spec.dtype)
+    self.spec = spec
+    self.replicated = partition.replicated(mesh)
+    self.template = ModelTemplate(lambda rngs: presets.build_model(spec.model, rngs=rngs, dtype=dtype),
+                                  lambda: presets.abstract_model(spec.model, dtype))
+    abstract = self.template.abstract_params()
+    trainable, _ = split_by_prefixes(abstract, spec.trainable)
+    if not trainable:
+      raise PitiError(f"config.train.trainable={','.join(spec.trainable)!r} selects no parameter; top-level parts "
+                      f"are {sorted(abstract)}.")
+    self.param_shardings = self.template.shardings(mesh)
+    trainable_shardings, frozen_shardings = split_by_prefixes(self.param_shardings, spec.trainable)
+    self.tx = optimizer_lib.make_optimizer(thaw(spec.optim), trainable)
+    diffusion_config = thaw(spec.diffusion)
+    self.diffusion = make_diffusion(diffusion_config.schedule, diffusion_config.num_timesteps)
+    adversarial = thaw(spec.adversarial)
+    self.disc_template = self.disc_tx = vgg_graphdef = None
+    self.extras, extras_shardings = {}, {}
+    if adversarial.enabled:
+      from piti_jax.models.discriminator import PatchDiscriminator  # pylint: disable=import-outside-toplevel
+      from piti_jax.models.vgg import load_vgg_features  # pylint: disable=import-outside-toplevel
+
+      self.disc_template = ModelTemplate(
+          lambda rngs: PatchDiscriminator(3, adversarial.disc_channels, adversarial.disc_layers, rngs=rngs))
+      self.disc_tx = optimizer_lib.make_discriminator_optimizer(adversarial.disc_lr)
+      vgg_graphdef, vgg_state = nnx.split(load_vgg_features(adversarial.vgg_path or None))
+      extras_shardings["vgg"] = jax.tree.map(lambda _: self.replicated, vgg_state)
+      self.extras["vgg"] = jax.device_put(vgg_state, extras_shardings["vgg"])
+    objective = objectives.ObjectiveConfig(
+        adversarial=adversarial.enabled, adversarial_start=adversarial.start_step,
+        perceptual_weight=adversarial.perceptual_weight, adversarial_weight=adversarial.adversarial_weight,
+        gradient_penalty_weight=adversarial.gradient_penalty_weight, critic_first=adversarial.critic_first)
+    step_config = step_lib.StepConfig(ema_rates=spec.ema_rates, objective=objective)
+    models = step_lib.StepModels(self.template, self.disc_template, vgg_graphdef)
+    sampler = functools.partial(timestep_sampler.init_sampler_state, diffusion_config.timestep_sampler,
+                                diffusion_config.num_timesteps)
+
+    def new_state(rng: jax.Array, params: dict, disc_params: dict) -> state_lib.TrainState:
+      trainable, frozen = split_by_prefixes(params, spec.trainable)
+      return state_lib.new_train_state(rng=rng, params=trainable, frozen=frozen, ema_rates=spec.ema_rates,
+                                       tx=self.tx, sampler=sampler(), disc_params=disc_params, disc_tx=self.disc_tx)
+
+    abstract_disc = self.disc_template.abstract_params() if adversarial.enabled else {}
+    self.abstract_state = jax.eval_shape(new_state, jax.random.key_data(jax.random.key(0)), abstract, abstract_disc)
+    self.state_shardings = state_lib.state_shardings(
+        self.abstract_state, mesh, param_shardings=trainable_shardings, frozen_shardings=frozen_shardings,
+        disc_shardings=self.disc_template.shardings(mesh) if adversarial.enabled else {})
+    self.build_state = jax.jit(new_state, out_shardings=self.state_shardings, donate_argnums=(1, 2))
+    self.train_step = step_lib.jit_train_step(
+        step_lib.make_train_step(models, self.diffusion, self.tx, self.disc_tx, step_config), mesh,
+        self.state_shardings, spec.batch_keys, extras_shardings)
+    self.validation_step = jax.jit(step_lib.make_validation_step(models, self.diffusion, step_config),
+                                   out_shardings=self.replicated)
+
+
+@functools.cache
+def run_functions(spec: TrainSpec) -> RunFunctions:
+  """The RunFunctions of a spec, built once per process."""
+  return RunFunctions(spec)
 
 
 class Trainer:
-  """Everything static about a run plus the jitted functions; `create_state` / `step` / `run`."""
+  """A run's config and mesh with its (shared) RunFunctions: `create_state_for` / `global_batch` / `step`."""
 
   def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
-    self.config = config
-    self.mesh = mesh
-    self.replicated = NamedSharding(mesh, PartitionSpec())
     if config.train.global_batch_size % mesh.size:
       raise PitiError(f"train.global_batch_size={config.train.global_batch_size} must be divisible by the "
                       f"{mesh.size} devices; change the batch size or the mesh.")
-    self.template = model_template(config)
-    self.prefixes = trainable_prefixes(config)
-    abstract = self.template.abstract_params()
-    trainable, frozen = split_by_prefixes(abstract, self.prefixes)
-    if not trainable:
-      raise PitiError(f"config.train.trainable={config.train.trainable!r} selects no parameter; top-level parts "
-                      f"are {sorted(abstract)}.")
-    param_shardings = self.template.shardings(mesh)
-    self.trainable_shardings, self.frozen_shardings = split_by_prefixes(param_shardings, self.prefixes)
-    self.param_shardings = param_shardings
-    self.tx = optimizer_lib.make_optimizer(config.optim, trainable)
-    self.diffusion = make_diffusion(config.diffusion.schedule, config.diffusion.num_timesteps)
-    self.ema_rates = tuple(float(r) for r in config.train.ema_rates)
-    adversarial = config.adversarial.enabled
-    self.disc_template = discriminator_template(config) if adversarial else None
-    self.disc_tx = optimizer_lib.make_discriminator_optimizer(config.adversarial.disc_lr) if adversarial else None
-    self.extras = {"nan_at_step": jax.device_put(jnp.int32(-1), self.replicated)}
-    extras_shardings, vgg_graphdef = {"nan_at_step": self.replicated}, None
-    if adversarial:
-      from piti_jax.models.vgg import load_vgg_features  # pylint: disable=import-outside-toplevel
-
-      vgg_graphdef, vgg_state = nnx.split(load_vgg_features(config.adversarial.vgg_path or None))
-      extras_shardings["vgg"] = jax.tree.map(lambda _: self.replicated, vgg_state)
-      self.extras["vgg"] = jax.device_put(vgg_state, extras_shardings["vgg"])
-    self.step_config = step_lib.StepConfig(ema_rates=self.ema_rates, objective=objective_config(config))
-    self.models = step_lib.StepModels(self.template, self.disc_template, vgg_graphdef)
-    abstract_disc = self.disc_template.abstract_params() if adversarial else {}
-    self.abstract_state = jax.eval_shape(self._new_state, jax.random.key_data(jax.random.key(0)), abstract,
-                                         abstract_disc)
-    self.state_shardings = state_lib.state_shardings(
-        self.abstract_state, mesh, param_shardings=self.trainable_shardings,
-        frozen_shardings=self.frozen_shardings,
-        disc_shardings=self.disc_template.shardings(mesh) if adversarial else {})
-    self.batch_keys: tuple[str, ...] | None = None
-    self._extras_shardings = extras_shardings
-    self._train_step = None
-    self._validation_step = None
+    self.config = config
+    self.mesh = mesh
+    self.functions = run_functions(TrainSpec.from_config(config, mesh))
+    self.template = self.functions.template
+    self.ema_rates = self.functions.spec.ema_rates
     self._sampler = None
-    self._build_state = None
-
-  # State.
-
-  def _new_state(self, rng: jax.Array, params: dict, disc_params: dict) -> state_lib.TrainState:
-    trainable, frozen = split_by_prefixes(params, self.prefixes)
-    sampler = timestep_sampler.init_sampler_state(self.config.diffusion.timestep_sampler,
-                                                  self.config.diffusion.num_timesteps)
-    return state_lib.new_train_state(rng=rng, params=trainable, frozen=frozen,
-                                     ema_rates=self.ema_rates, tx=self.tx, sampler=sampler,
-                                     disc_params=disc_params, disc_tx=self.disc_tx)
-
-  def create_state(self) -> state_lib.TrainState:
-    """A fresh state: random init, then the config.init entries, sharded on the mesh."""
-    return self.create_state_for(self.config.seed, self.config.init)
 
   def create_state_for(self, seed: int, init: ml_collections.ConfigDict) -> state_lib.TrainState:
-    """`create_state` with another seed / init entries (the jitted initialisers are reused)."""
-    if self._build_state is None:
-      self._build_state = jax.jit(self._new_state, out_shardings=self.state_shardings, donate_argnums=(1, 2))
+    """A fresh state: random init from `seed`, then the `init` entries, sharded on the mesh."""
+    functions = self.functions
     model_key, state_key, disc_key = jax.random.split(jax.random.key(seed), 3)
-    params = jax.device_put(self.template.init_params(model_key), self.param_shardings)
-    params = init_sources.apply_init_sources(params, init, self.template, self.param_shardings)
+    params = jax.device_put(functions.template.init_params(model_key), functions.param_shardings)
+    params = init_sources.apply_init_sources(params, init, functions.template, functions.param_shardings)
     disc_params = {}
-    if self.disc_template is not None:
-      disc_params = jax.device_put(self.disc_template.init_params(disc_key), self.state_shardings.disc_params)
-    return self._build_state(jax.random.key_data(state_key), params, disc_params)
+    if functions.disc_template is not None:
+      disc_params = jax.device_put(functions.disc_template.init_params(disc_key),
+                                   functions.state_shardings.disc_params)
+    return functions.build_state(jax.random.key_data(state_key), params, disc_params)
 
   def abstract_sharded_state(self) -> state_lib.TrainState:
     """ShapeDtypeStructs with shardings, the restore target of checkpoints."""
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                        self.abstract_state, self.state_shardings)
-
-  # Batches.
+                        self.functions.abstract_state, self.functions.state_shardings)
 
   def global_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-    """Per-process numpy batch -> global arrays split over ("data", "fsdp")."""
-    keys = tuple(k for k in BATCH_KEYS if k in local)
-    if self.batch_keys is None:
-      self.batch_keys = keys
-    sharding = partition.batch_sharding(self.mesh)
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(local[k])) for k in keys}
-
-  # Jitted functions, built on first use.
-
-  @property
-  def train_step(self):
-    if self._train_step is None:
-      step = step_lib.make_train_step(self.models, self.diffusion, self.tx, self.disc_tx, self.step_config)
-      self._train_step = step_lib.jit_train_step(step, self.mesh, self.state_shardings, self.batch_keys,
-                                                 self._extras_shardings)
-    return self._train_step
+    """Per-process numpy batch -> global arrays split over ("data", "fsdp"): the spec's batch keys."""
+    keys = self.functions.spec.batch_keys
+    missing = [k for k in keys if k not in local]
+    if missing:
+      raise PitiError(f"a batch lacks {missing} (it has {sorted(local)}); the data config and the batch disagree.")
+    return partition.to_global({k: np.asarray(local[k]) for k in keys}, partition.batch_sharding(self.mesh))
 
   @property
   def validation_step(self):
-    if self._validation_step is None:
-      fn = step_lib.make_validation_step(self.models, self.diffusion, self.step_config)
-      self._validation_step = jax.jit(fn, out_shardings=self.replicated)
-    return self._validation_step
+    return self.functions.validation_step
 
   @property
   def sampler(self) -> sampling.Sampler:
@@ -200,54 +243,14 @@ class Trainer:
                                              sampling.sampling_config(self.config.sample), self.mesh)
     return self._sampler
 
-  def step(self, state: state_lib.TrainState, batch: dict[str, jax.Array], nan_at_step: int = -1):
-    """One train step; `nan_at_step` >= 0 makes the loss NaN at that step (fault-path tests)."""
-    extras = self.extras
-    if nan_at_step >= 0:
-      extras = {**extras, "nan_at_step": jax.device_put(jnp.int32(nan_at_step), self.replicated)}
-    return self.train_step(state, batch, extras)
+  def step(self, state: state_lib.TrainState, batch: dict[str, jax.Array]):
+    """One train step: (new state, metrics)."""
+    return self.functions.train_step(state, batch, self.functions.extras)
 
   def sample_params(self, state: state_lib.TrainState) -> dict:
     """Complete parameters used for samples: the first EMA average plus the frozen part."""
     averaged = state.ema[ema_lib.ema_name(self.ema_rates[0])] if self.ema_rates else state.params
     return merge_trees(averaged, state.frozen)
-
-
-# Trainers are cached per static configuration so that several runs in one process (tests,
-# a resumed run, the benchmark) reuse the compiled step.
-_LOOP_ONLY_FIELDS = {
-    "train": ("num_steps", "log_every", "save_every", "eval_every", "eval_batches", "sample_every",
-              "keep_checkpoints", "sample_batch_size", "debug_inject_nan_at_step", "export"),
-    "": ("seed", "init", "mode"),
-}
-_TRAINERS: dict[tuple, Trainer] = {}
-
-
-def _static_key(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> tuple:
-  static = config.to_dict()
-  for group, names in _LOOP_ONLY_FIELDS.items():
-    target = static[group] if group else static
-    for name in names:
-      target.pop(name, None)
-  return (repr(sorted(_flatten_config(static).items())), tuple(mesh.shape.items()), tuple(mesh.devices.flat))
-
-
-def _flatten_config(tree: dict, prefix: str = "") -> dict:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(_flatten_config(value, f"{prefix}{key}."))
-    else:
-      flat[f"{prefix}{key}"] = value
-  return flat
-
-
-def get_trainer(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Trainer:
-  """The (cached) Trainer of a config on a mesh."""
-  key = _static_key(config, mesh)
-  if key not in _TRAINERS:
-    _TRAINERS[key] = Trainer(config, mesh)
-  return _TRAINERS[key]
 
 
 @dataclasses.dataclass
@@ -329,7 +332,10 @@ class _Run:
     Sample i uses the key fold_in(fold_in(key(seed), step), i), the same on any mesh.
     """
     sampler = self.trainer.sampler
-    local = next(self.make_eval_data())
+    local = next(self.make_eval_data(), None)
+    if local is None:
+      raise PitiError(f"the eval split has less than one batch of {self.train_cfg.global_batch_size} examples for "
+                      "the sample grid; use a larger eval split or set train.sample_every=0.")
     count = min(self.config.train.sample_batch_size, self.config.train.global_batch_size)
     rows = sampler.pad_to(count) // jax.process_count()  # a batch the mesh splits evenly
     batch = self.trainer.global_batch({k: v[:rows] for k, v in local.items()})
@@ -371,7 +377,7 @@ class _Run:
     try:
       while step < cfg.num_steps:
         batch = self.trainer.global_batch(next(self.data))
-        state, step_metrics = self.trainer.step(state, batch, cfg.debug_inject_nan_at_step)
+        state, step_metrics = self.trainer.step(state, batch)
         step += 1
         self.buffer.add(step, step_metrics)
         progress(step)
@@ -408,9 +414,10 @@ def train(config: ml_collections.ConfigDict, workdir: str,
 
   `on_metrics(step, means)` is called with the logged means every train.log_every steps.
   """
+  config = resolve_text_vocabulary(config)
   mesh = partition.make_mesh(config.mesh.data, config.mesh.fsdp)
   with jax.set_mesh(mesh):
-    trainer = get_trainer(config, mesh)
+    trainer = Trainer(config, mesh)
     run = _Run(config, workdir, trainer, on_metrics)
     try:
       return run.train()
@@ -421,6 +428,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
 def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Runner of the `pretrain` and `finetune` modes (see piti_jax/main.py)."""
   os.makedirs(workdir, exist_ok=True)
+  config = resolve_text_vocabulary(config)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))

@@ -7,6 +7,7 @@ A batch is a dict of global arrays (see the data contract): "image" (B, H, W, 3)
 The upsampler objective (PITI_SPEC.md section 6) adds, from `adversarial_start` on,
 0.004 * VGG conv2_2 MSE and 0.01 * (-mean D(x0_hat)) on the clamped predicted clean image
 x0_hat at the sampled t; the PatchGAN critic is trained with WGAN-GP on the same x0_hat.
+The train step (piti_jax.train.step) puts these together in the reference's order.
 """
 
 import dataclasses
@@ -26,14 +27,18 @@ class ObjectiveConfig:
   """Static settings of the loss.
 
   adversarial: add the perceptual and adversarial terms and train the discriminator.
-  adversarial_start: first step at which those terms are on.
+  adversarial_start: first step at which those terms are on and the critic is trained (reference: 100).
   perceptual_weight, adversarial_weight, gradient_penalty_weight: 0.004, 0.01, 10 in the reference.
+  critic_first: the reference's order (its adv.py): the critic takes its step on this step's x0_hat
+    first, and the generator's adversarial term is computed with the updated critic. False: the
+    generator's term uses the critic from before its update (both see the same x0_hat).
   """
   adversarial: bool = False
   adversarial_start: int = 100
   perceptual_weight: float = 0.004
   adversarial_weight: float = 0.01
   gradient_penalty_weight: float = 10.0
+  critic_first: bool = True
 
 
 def is_text_batch(batch: Batch) -> bool:
@@ -47,60 +52,53 @@ def condition_of(batch: Batch) -> Any:
   return batch["condition"]
 
 
-def null_condition(cond: Any) -> Any:
-  """The unconditional input: all-ones condition image, or the empty caption (no real token)."""
-  if isinstance(cond, dict):
-    return {"tokens": cond["tokens"], "mask": jnp.zeros_like(cond["mask"])}
-  return jnp.ones_like(cond)
-
-
 def perceptual_distance(vgg: Callable[[jax.Array], jax.Array], fake: jax.Array, real: jax.Array) -> jax.Array:
   """Per-example mean squared distance of VGG conv2_2 features, float32 (B,)."""
   return mean_flat(jnp.square(vgg(fake).astype(jnp.float32) - vgg(real).astype(jnp.float32)))
 
 
-def generator_losses(model: nnx.Module, diffusion: GaussianDiffusion, batch: Batch, *, t: jax.Array,
-                     weights: jax.Array, noise: jax.Array, cond: Any, dropout_key: jax.Array, step: jax.Array,
-                     config: ObjectiveConfig, discriminator: nnx.Module | None = None,
-                     vgg: Callable[[jax.Array], jax.Array] | None = None,
-                     train: bool = True) -> dict[str, jax.Array]:
-  """Per-example losses of the diffusion model on one batch.
+def diffusion_terms(model: nnx.Module, diffusion: GaussianDiffusion, batch: Batch, *, t: jax.Array,
+                    noise: jax.Array, cond: Any, dropout_key: jax.Array, train: bool = True) -> dict[str, jax.Array]:
+  """Per-example diffusion losses of the model on one batch (differentiable in the model's parameters).
 
   `train` turns dropout on (with `dropout_key`); validation passes False.
 
-  Returns a dict of float32 (B,): "loss" (the weighted total the optimizer minimises),
-  "diffusion" (mse + vb, unweighted; feeds the timestep sampler), "mse", "vb", and for
-  adversarial configs "perceptual" and "adversarial"; plus "fake" (B, H, W, 3), the clamped
-  x0 prediction, under stop_gradient.
+  Returns float32 (B,) "mse", "vb" and "diffusion" (= mse + vb, the reference's hybrid loss, also
+  what the timestep sampler records), and "fake" (B, H, W, 3): the x0 prediction clamped to [-1, 1].
   """
   x0 = batch["image"]
   x_t = diffusion.q_sample(x0, t, noise)
   output = model(x_t, diffusion.model_timesteps(t), cond, low_res=batch.get("low_res"), train=train,
                  rngs=nnx.Rngs(dropout=dropout_key) if train else None)
   terms = diffusion.training_losses(output.astype(jnp.float32), x0, x_t, t, noise)
-  total = terms["loss"]
-  losses = {"mse": terms["mse"], "vb": terms["vb"], "diffusion": terms["loss"]}
-  fake = jnp.clip(terms["pred_xstart"], -1.0, 1.0)
-  if config.adversarial:
-    on = (step >= config.adversarial_start).astype(jnp.float32)
-    losses["perceptual"] = perceptual_distance(vgg, fake, x0)
-    losses["adversarial"] = -mean_flat(discriminator(fake).astype(jnp.float32))
-    total = total + on * (config.perceptual_weight * losses["perceptual"]
-                          + config.adversarial_weight * losses["adversarial"])
-  losses["loss"] = weights * total
-  losses["fake"] = jax.lax.stop_gradient(fake)
-  return losses
+  return {"mse": terms["mse"], "vb": terms["vb"], "diffusion": terms["loss"],
+          "fake": jnp.clip(terms["pred_xstart"], -1.0, 1.0)}
 
 
-def discriminator_loss(discriminator: nnx.Module, real: jax.Array, fake: jax.Array, key: jax.Array,
-                       penalty_weight: float) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """WGAN-GP critic loss: mean D(fake) - mean D(real) + w * (||grad D(x_mix)||_2 - 1)^2.
+def adversarial_terms(fake: jax.Array, real: jax.Array, *, discriminator: nnx.Module,
+                      vgg: Callable[[jax.Array], jax.Array]) -> dict[str, jax.Array]:
+  """The upsampler's extra per-example terms on the generated x0_hat `fake` (B, H, W, 3).
 
-  x_mix = e * real + (1 - e) * fake with e ~ U(0, 1) per example; the gradient norm is
-  taken per example over all pixels and channels.
-  Returns (scalar loss, {"critic": mean D(real) - mean D(fake), "gradient_penalty": ...}).
+  Returns float32 (B,) "perceptual" (VGG conv2_2 feature MSE against `real`) and "adversarial"
+  (-mean over patches of the critic's logits).
   """
-  e = jax.random.uniform(key, (real.shape[0], 1, 1, 1), real.dtype)
+  return {"perceptual": perceptual_distance(vgg, fake, real),
+          "adversarial": -mean_flat(discriminator(fake).astype(jnp.float32))}
+
+
+def discriminator_loss(discriminator: Callable[[jax.Array], jax.Array], real: jax.Array, fake: jax.Array,
+                       mix: jax.Array, penalty_weight: float) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """WGAN-GP critic loss: mean D(fake) - mean D(real) + w * mean_b (||grad_x D(x_mix)_b||_2 - 1)^2.
+
+  Args:
+    discriminator: the critic, (B, H, W, 3) -> logits (B, h, w, 1).
+    real, fake: (B, H, W, 3) images (fake: the generator's x0_hat, not differentiated here).
+    mix: (B,) e ~ U(0, 1) per example; x_mix = e * real + (1 - e) * fake (the reference's order).
+    penalty_weight: w (10 in the reference).
+  The gradient is that of sum D(x_mix), its norm taken per example over all pixels and channels.
+  Returns (scalar loss, {"critic": mean D(real) - mean D(fake), "gradient_penalty": the mean without w}).
+  """
+  e = mix.astype(real.dtype)[:, None, None, None]
   mixed = e * real + (1.0 - e) * fake
 
   def critic_sum(x):

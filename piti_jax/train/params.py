@@ -8,7 +8,7 @@ stage's trainable set is a prefix match on the dotted path of `piti_jax.param_pa
 ("encoder" selects every parameter under `encoder.`).
 """
 
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable
 
 import jax
 import numpy as np
@@ -43,7 +43,8 @@ def merge_trees(*trees: ParamTree) -> ParamTree:
   for tree in trees:
     for path, value in flatten(tree).items():
       if path in flat:
-        raise ValueError(f"parameter {path} appears in two trees being merged")
+        raise PitiError(f"parameter {path} is given twice (in two of the trees being merged); each parameter "
+                        "belongs to exactly one of the trainable and frozen parts.")
       flat[path] = value
   return unflatten(flat)
 
@@ -94,18 +95,16 @@ class ModelTemplate:
 
   def shardings(self, mesh: Mesh) -> ParamTree:
     """Tree of NamedSharding per parameter (partition.py's fsdp rule)."""
-    flat = {}
-    for path, (_, variable) in self._variables.items():
-      spec = partition.fsdp_spec(variable.shape, mesh.shape["fsdp"], variable.get_metadata().get("fsdp_dims"))
-      flat[path] = jax.sharding.NamedSharding(mesh, spec)
-    return unflatten(flat)
+    return unflatten({path: partition.variable_sharding(variable, mesh)
+                      for path, (_, variable) in self._variables.items()})
 
   def merge(self, *trees: ParamTree) -> nnx.Module:
     """A live module holding the parameters of `trees` (disjoint, together complete)."""
     flat = flatten(merge_trees(*trees))
     missing = sorted(set(self._variables) - set(flat))
     if missing:
-      raise ValueError(f"parameters missing when rebuilding the model: {missing[:5]}")
+      raise PitiError(f"{len(missing)} parameters are missing to rebuild the model, e.g. {missing[:5]}; the "
+                      "parameter trees must together cover the model (check config.model and the checkpoint).")
     entries = [(self._variables[p][0], self._variables[p][1].replace(v)) for p, v in flat.items()]
     return nnx.merge(self.graphdef, nnx.from_flat_state(entries))
 

@@ -54,11 +54,16 @@ def fsdp_spec(shape: Sequence[int], fsdp_size: int, candidate_dims: Sequence[int
   return PartitionSpec(*[("fsdp" if d == best else None) for d in range(len(shape))])
 
 
-def _variable_spec(variable: nnx.Variable, fsdp_size: int) -> PartitionSpec:
+def replicated(mesh: Mesh) -> NamedSharding:
+  """The sharding of an array every device holds whole."""
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def variable_sharding(variable: nnx.Variable, mesh: Mesh) -> NamedSharding:
+  """Sharding of a parameter by the fsdp rule, from its shape and `fsdp_dims` metadata."""
   value = variable.get_value() if hasattr(variable, "get_value") else variable.value
-  shape = getattr(value, "shape", ())
   candidates = variable.get_metadata().get("fsdp_dims")
-  return fsdp_spec(shape, fsdp_size, candidates)
+  return NamedSharding(mesh, fsdp_spec(getattr(value, "shape", ()), mesh.shape["fsdp"], candidates))
 
 
 def state_shardings(state: Any, mesh: Mesh) -> Any:
@@ -67,12 +72,11 @@ def state_shardings(state: Any, mesh: Mesh) -> Any:
   Arrays that are not inside a Variable (for example PRNG keys, step counters) are
   replicated.
   """
-  fsdp_size = mesh.shape["fsdp"]
 
   def spec(leaf):
     if isinstance(leaf, nnx.Variable):
-      return leaf.replace(NamedSharding(mesh, _variable_spec(leaf, fsdp_size)))
-    return NamedSharding(mesh, PartitionSpec())
+      return leaf.replace(variable_sharding(leaf, mesh))
+    return replicated(mesh)
 
   return jax.tree.map(spec, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
@@ -80,3 +84,8 @@ def state_shardings(state: Any, mesh: Mesh) -> Any:
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   """Sharding of a batch: the leading dimension split over both mesh axes."""
   return NamedSharding(mesh, BATCH_SPEC)
+
+
+def to_global(batch: dict[str, Any], sharding: NamedSharding) -> dict[str, jax.Array]:
+  """Per-process NumPy batch -> global jax arrays with `sharding` (batch split over its leading axis)."""
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)

@@ -11,9 +11,9 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding
 
-from piti_jax.train import ema as ema_lib
+from piti_jax.train import ema as ema_lib, partition
 from piti_jax.param_paths import SEPARATOR, flatten
 from piti_jax.train.params import ParamTree
 
@@ -86,7 +86,7 @@ def _optimizer_shardings(abstract_opt_state: Any, param_shardings: ParamTree, ab
 def state_shardings(abstract: TrainState, mesh: Mesh, *, param_shardings: ParamTree, frozen_shardings: ParamTree,
                     disc_shardings: ParamTree) -> TrainState:
   """NamedShardings for every leaf of a TrainState (given its abstract value)."""
-  replicated = NamedSharding(mesh, PartitionSpec())
+  replicated = partition.replicated(mesh)
   return TrainState(
       step=replicated,
       rng=replicated,

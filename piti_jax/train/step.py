@@ -11,11 +11,12 @@ reports `nonfinite = 1`, so the state stays the last good one.
 import dataclasses
 from typing import Any, Callable
 
+import flax
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from piti_jax.diffusion import timestep_sampler
 from piti_jax.diffusion.gaussian import GaussianDiffusion
@@ -66,9 +67,13 @@ def make_train_step(models: StepModels, diffusion: GaussianDiffusion, tx: optax.
                     disc_tx: optax.GradientTransformation | None, config: StepConfig) -> Callable:
   """train_step(state, batch, extras) -> (state, metrics); not yet jitted (see `jit_train_step`).
 
-  extras: {"nan_at_step": int32 () step whose loss is made NaN (tests of the fault path; -1 =
-  never), "vgg": VGG feature weights (adversarial configs)}. Runtime values, so changing them
-  does not recompile.
+  extras: {"vgg": VGG feature weights} in adversarial configs, else {}: runtime values, so other
+  weights do not recompile.
+
+  The model runs forward once (`jax.vjp`); with the adversarial terms, the critic takes its
+  step on that forward's x0_hat before the generator's adversarial term is evaluated (the
+  reference's order, `ObjectiveConfig.critic_first`), and the generator's gradient is pulled
+  back through that one forward.
   """
   objective = config.objective
 
@@ -79,50 +84,39 @@ def make_train_step(models: StepModels, diffusion: GaussianDiffusion, tx: optax.
     t, weights = timestep_sampler.sample_timesteps(state.sampler, k_time, images.shape[0])
     noise = jax.random.normal(k_noise, images.shape, images.dtype)
     cond = objectives.condition_of(batch)  # null conditions (uncond_p) are drawn by the data pipeline
-    discriminator = vgg = None
-    if objective.adversarial:
-      discriminator = models.discriminator.merge(state.disc_params)
-      vgg = nnx.merge(models.vgg_graphdef, extras["vgg"])
 
-    def loss_fn(params):
+    def forward(params):
       model = models.model.merge(params, state.frozen)
-      losses = objectives.generator_losses(
-          model, diffusion, batch, t=t, weights=weights, noise=noise, cond=cond, dropout_key=k_dropout,
-          step=state.step, config=objective, discriminator=discriminator, vgg=vgg)
-      loss = jnp.mean(losses["loss"])
-      loss = loss + jnp.where(state.step == extras["nan_at_step"], jnp.nan, 0.0)
-      return loss, losses
+      return objectives.diffusion_terms(model, diffusion, batch, t=t, noise=noise, cond=cond, dropout_key=k_dropout)
 
-    (loss, losses), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    terms, pullback = jax.vjp(forward, state.params)
+    loss = jnp.mean(weights * terms["diffusion"])
+    cotangent = jax.tree.map(jnp.zeros_like, terms)
+    cotangent["diffusion"] = weights / images.shape[0]
+    new, metrics = {}, {}
+    if objective.adversarial:
+      adversarial = adversarial_step(
+          discriminator=models.discriminator, disc_tx=disc_tx, objective=objective, disc_params=state.disc_params,
+          disc_opt_state=state.disc_opt_state, step=state.step, real=images, fake=terms["fake"], weights=weights,
+          key=k_penalty, vgg=nnx.merge(models.vgg_graphdef, extras["vgg"]))
+      new.update(disc_params=adversarial.disc_params, disc_opt_state=adversarial.disc_opt_state)
+      cotangent["fake"] = adversarial.fake_grad
+      loss = loss + adversarial.loss
+      metrics.update(adversarial.metrics)
+    (grads,) = pullback(cotangent)
     grad_norm = optax.tree.norm(grads)
     nonfinite = ~(jnp.isfinite(loss) & jnp.isfinite(grad_norm))
+    if objective.adversarial:
+      nonfinite = nonfinite | ~jnp.isfinite(metrics["critic_loss"])
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    new = dict(
+    new.update(
         params=params,
         opt_state=opt_state,
         ema=ema_lib.update_ema(state.ema, params, config.ema_rates),
-        sampler=timestep_sampler.update_sampler_state(state.sampler, t, losses["diffusion"]),
+        sampler=timestep_sampler.update_sampler_state(state.sampler, t, terms["diffusion"]),
     )
-    metrics = {
-        "loss": loss,
-        "mse": jnp.mean(losses["mse"]),
-        "vb": jnp.mean(losses["vb"]),
-        "grad_norm": grad_norm,
-    }
-    if objective.adversarial:
-      def critic_fn(disc_params):
-        return objectives.discriminator_loss(models.discriminator.merge(disc_params), images, losses["fake"],
-                                             k_penalty, objective.gradient_penalty_weight)
-
-      (critic_loss, critic_terms), disc_grads = jax.value_and_grad(critic_fn, has_aux=True)(state.disc_params)
-      disc_updates, disc_opt_state = disc_tx.update(disc_grads, state.disc_opt_state, state.disc_params)
-      off = state.step < objective.adversarial_start
-      new["disc_params"] = _keep_if(off, optax.apply_updates(state.disc_params, disc_updates), state.disc_params)
-      new["disc_opt_state"] = _keep_if(off, disc_opt_state, state.disc_opt_state)
-      nonfinite = nonfinite | ~jnp.isfinite(critic_loss)
-      metrics.update(perceptual=jnp.mean(losses["perceptual"]), adversarial=jnp.mean(losses["adversarial"]),
-                     critic_loss=critic_loss, **critic_terms)
+    metrics.update(loss=loss, mse=jnp.mean(terms["mse"]), vb=jnp.mean(terms["vb"]), grad_norm=grad_norm)
     old = {name: getattr(state, name) for name in new}
     new_state = state.replace(step=state.step + 1, **_keep_if(nonfinite, new, old))
     metrics["nonfinite"] = nonfinite.astype(jnp.float32)
@@ -131,13 +125,66 @@ def make_train_step(models: StepModels, diffusion: GaussianDiffusion, tx: optax.
   return train_step
 
 
+@flax.struct.dataclass
+class AdversarialStep:
+  """The adversarial part of an upsampler train step (see `adversarial_step`).
+
+  disc_params, disc_opt_state: the critic after its step (unchanged before `adversarial_start`).
+  loss: scalar, mean_b weights_b * (perceptual_weight * perceptual_b + adversarial_weight * adversarial_b),
+    0 before `adversarial_start`.
+  fake_grad: d loss / d fake, (B, H, W, 3), to pull back through the generator.
+  metrics: "perceptual", "adversarial" (batch means, also before the start), "critic_loss", "critic",
+    "gradient_penalty".
+  """
+  disc_params: Any
+  disc_opt_state: Any
+  loss: jax.Array
+  fake_grad: jax.Array
+  metrics: Metrics
+
+
+def adversarial_step(*, discriminator: ModelTemplate, disc_tx: optax.GradientTransformation,
+                     objective: objectives.ObjectiveConfig, disc_params: Any, disc_opt_state: Any, step: jax.Array,
+                     real: jax.Array, fake: jax.Array, weights: jax.Array, key: jax.Array,
+                     vgg: Callable[[jax.Array], jax.Array]) -> AdversarialStep:
+  """The critic's WGAN-GP step and the generator's perceptual + adversarial loss on x0_hat `fake`.
+
+  Nothing acts before step `objective.adversarial_start`: the critic keeps its parameters and
+  optimizer state, and the generator's extra loss and its gradient are zero. From then on the
+  critic steps on (real, fake) first and, with `objective.critic_first` (the reference's order),
+  the generator's adversarial term is computed with the updated critic; otherwise with the critic
+  from before the step.
+  """
+  on = step >= objective.adversarial_start
+  mix = jax.random.uniform(key, real.shape[:1])
+
+  def critic_fn(params):
+    return objectives.discriminator_loss(discriminator.merge(params), real, jax.lax.stop_gradient(fake), mix,
+                                         objective.gradient_penalty_weight)
+
+  (critic_loss, critic_terms), grads = jax.value_and_grad(critic_fn, has_aux=True)(disc_params)
+  updates, new_opt_state = disc_tx.update(grads, disc_opt_state, disc_params)
+  new_params = _keep_if(~on, optax.apply_updates(disc_params, updates), disc_params)
+  new_opt_state = _keep_if(~on, new_opt_state, disc_opt_state)
+  judge = discriminator.merge(new_params if objective.critic_first else disc_params)
+
+  def generator_loss(fake):
+    terms = objectives.adversarial_terms(fake, real, discriminator=judge, vgg=vgg)
+    total = objective.perceptual_weight * terms["perceptual"] + objective.adversarial_weight * terms["adversarial"]
+    return jnp.mean(weights * jnp.where(on, total, 0.0)), terms
+
+  (loss, terms), fake_grad = jax.value_and_grad(generator_loss, has_aux=True)(fake)
+  metrics = {"perceptual": jnp.mean(terms["perceptual"]), "adversarial": jnp.mean(terms["adversarial"]),
+             "critic_loss": critic_loss, **critic_terms}
+  return AdversarialStep(new_params, new_opt_state, loss, fake_grad, metrics)
+
+
 def jit_train_step(train_step: Callable, mesh: Mesh, state_shardings: TrainState, batch_keys: tuple[str, ...],
                    extras_shardings: dict[str, Any]) -> Callable:
   """Jits the step with explicit shardings; the state argument is donated."""
   batch_shardings = {name: partition.batch_sharding(mesh) for name in batch_keys}
-  replicated = NamedSharding(mesh, PartitionSpec())
   return jax.jit(train_step, in_shardings=(state_shardings, batch_shardings, extras_shardings),
-                 out_shardings=(state_shardings, replicated), donate_argnums=(0,))
+                 out_shardings=(state_shardings, partition.replicated(mesh)), donate_argnums=(0,))
 
 
 def make_validation_step(models: StepModels, diffusion: GaussianDiffusion, config: StepConfig) -> Callable:
@@ -154,11 +201,9 @@ def make_validation_step(models: StepModels, diffusion: GaussianDiffusion, confi
     t = jax.random.randint(k_time, (images.shape[0],), 0, diffusion.num_timesteps)
     noise = jax.random.normal(k_noise, images.shape, images.dtype)
     model = models.model.merge(state.params, state.frozen)
-    plain = dataclasses.replace(config.objective, adversarial=False)
-    losses = objectives.generator_losses(
-        model, diffusion, batch, t=t, weights=jnp.ones_like(t, jnp.float32), noise=noise,
-        cond=objectives.condition_of(batch), dropout_key=k_noise, step=state.step, config=plain, train=False)
-    return {"val_loss": jnp.mean(losses["diffusion"]), "val_mse": jnp.mean(losses["mse"]),
-            "val_vb": jnp.mean(losses["vb"])}
+    terms = objectives.diffusion_terms(model, diffusion, batch, t=t, noise=noise, cond=objectives.condition_of(batch),
+                                       dropout_key=k_noise, train=False)
+    return {"val_loss": jnp.mean(terms["diffusion"]), "val_mse": jnp.mean(terms["mse"]),
+            "val_vb": jnp.mean(terms["vb"])}
 
   return validation_step

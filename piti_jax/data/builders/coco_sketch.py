@@ -3,8 +3,16 @@
 manual_dir layout: train2017/*.jpg and val2017/*.jpg (COCO 2017 images).
 As PITI's preprocess_sketch: the RGB image is resized to 256x256 (bicubic) and its edges are
 detected there; examples hold the 256x256 image (PNG) and the binary sketch (255 on edges).
-Edge detectors (builder configs): "canny" (`piti_jax.data.edges`, no weights) and "hed"
-(`piti_jax.data.hed`, BSDS500 weights from a local file, edge probability > 0.6 as PITI).
+Edge detectors (builder configs): "hed" (`piti_jax.data.hed`, BSDS500 weights from a local file,
+edge probability > 0.6: the reference's sketches, which its released base_edge/upsample_edge weights
+were trained on) and "canny" (`piti_jax.data.edges`, no weights). data.edge_detector="auto" (the
+default) takes HED when data.hed_weights is given and falls back to Canny with a warning otherwise.
+
+What Canny changes: it marks every strong intensity step one pixel wide, texture and shading
+included, where HED draws the thicker object contours that people mark in BSDS500. The sketches
+are denser and thinner, so the distance maps the encoder sees differ: a model finetuned on Canny
+sketches is not the reference's, does not match its released sketch weights, expects Canny-like
+input at sampling time, and its FID is not comparable with the paper's.
 """
 
 import dataclasses
@@ -12,9 +20,11 @@ import os
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 from PIL import Image
 
 from piti_jax.data import edges
+from piti_jax.data.config import edge_detector
 from piti_jax.data.builders.base import LocalFilesBuilder
 from piti_jax.data.builders.common import encode_png, read_image_bytes, require_files
 from piti_jax.data.builders.segmentation import IMAGE_EXTENSIONS
@@ -29,7 +39,7 @@ HOW = "Put the COCO 2017 images in <manual_dir>/train2017 and <manual_dir>/val20
 class CocoSketchConfig(tfds.core.BuilderConfig):
   """Which edge detector makes the sketches."""
 
-  detector: str = "canny"
+  detector: str = "hed"
 
 
 class CocoSketch(LocalFilesBuilder):
@@ -37,8 +47,8 @@ class CocoSketch(LocalFilesBuilder):
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First version."}
-  BUILDER_CONFIGS = [CocoSketchConfig(name="canny", detector="canny", description="Canny-style edges, no weights"),
-                     CocoSketchConfig(name="hed", detector="hed", description="HED (BSDS500) edges > 0.6")]
+  BUILDER_CONFIGS = [CocoSketchConfig(name="hed", detector="hed", description="HED (BSDS500) edges > 0.6"),
+                     CocoSketchConfig(name="canny", detector="canny", description="Canny-style edges, no weights")]
 
   def __init__(self, *, hed_weights: str = "", **kwargs):
     super().__init__(**kwargs)
@@ -88,6 +98,10 @@ class CocoSketch(LocalFilesBuilder):
 
 
 def builder_from_config(config) -> CocoSketch:
-  return CocoSketch(data_dir=os.path.expanduser(config.data_dir), config=config.edge_detector,
+  detector = edge_detector(config)
+  if detector == "canny" and config.edge_detector == "auto":
+    logging.warning("coco_sketch: no data.hed_weights given, so sketches come from Canny edges, not the reference's "
+                    "HED edges (see piti_jax.data.builders.coco_sketch); pass HED's BSDS500 weights to match it.")
+  return CocoSketch(data_dir=os.path.expanduser(config.data_dir), config=detector,
                     hed_weights=config.hed_weights, manual_dir=config.manual_dir,
                     on_bad_example=config.on_bad_example, file_format="array_record")
