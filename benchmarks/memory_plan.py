@@ -9,8 +9,8 @@ The step is lowered and compiled on N fake CPU devices for abstract (ShapeDtypeS
 inputs with the run's real shardings and donation (piti_jax/train/memory_plan.py says where
 each number comes from). Per-device GiB of parameters, optimizer state, EMA, the whole
 state, temporaries and the peak; with --hbm-gib, whether the peak fits. The global batch
-is the config's unless --global-batch (or, in the table, the config's rounded up to one
-example per device) says otherwise.
+is the config's unless --global-batch says otherwise; the table fixes a per-device batch
+(see `table`).
 """
 
 import argparse
@@ -53,12 +53,15 @@ from jax.sharding import AxisType, Mesh  # noqa: E402
 
 from piti_jax.train import memory_plan, partition  # noqa: E402
 
-# README table: (name, config, job, preset override)
+# README table: (name, config, job, preset override, per-device batch)
 TABLE_MODELS = (
-    ("PITI base 64 (stage 2)", "configs/coco_stuff_mask.py", "stage2", ""),
-    ("PITI upsampler 64->256", "configs/coco_stuff_mask.py", "upsample", ""),
-    ("GLIDE 3.5B layout base 64", "configs/text_pretrain.py", "base", "glide_full_base64"),
+    ("GLIDE 3.5B layout base 64", "configs/text_pretrain.py", "base", "glide_full_base64", 1),
+    ("PITI base 64 (stage 2)", "configs/coco_stuff_mask.py", "stage2", "", 4),
+    ("PITI upsampler 64->256", "configs/coco_stuff_mask.py", "upsample", "", 1),
 )
+TABLE_VARIANTS = (("bfloat16", True), ("float32", False), ("bfloat16", False), ("float32", True))
+COMPILED_DEVICES = 8
+FSDP_GROUP = 8
 
 
 def load_config(spec: str):
@@ -111,17 +114,34 @@ def plan_line(config, mesh: Mesh, hbm_gib: float, **labels) -> dict:
 
 
 def table(hbm_gib: float) -> None:
-  for name, path, job, preset in TABLE_MODELS:
+  """Every README row: per (model, dtype, remat, DP/FSDP) one compile on 8 devices, rescaled to 64 and 256.
+
+  With a fixed per-device batch the temporaries do not depend on the device count, so the
+  8-device compile gives them for every count; state bytes are exact per mesh
+  (memory_plan.rescale_plan). FSDP meshes shard over groups of 8 devices (one host of 8
+  accelerators) and, from 64 devices on, over all of them.
+  """
+  for name, path, job, preset, per_device in TABLE_MODELS:
     base = load_config(f"{path}:{job}")
-    for devices in DEVICE_COUNTS:
-      batch = max(base.train.global_batch_size, devices)
-      batch += -batch % devices
-      for fsdp in (1, devices):
-        for dtype in ("float32", "bfloat16"):
-          for remat in (False, True):
-            config = configure(base, preset=preset, dtype=dtype, remat=remat, global_batch=batch)
-            mesh = make_mesh(devices, f"data={devices // fsdp},fsdp={fsdp}")
-            print(json.dumps(plan_line(config, mesh, hbm_gib, model=name)), flush=True)
+    for dtype, remat in TABLE_VARIANTS:
+      for fsdp in (False, True):
+        def config_for(devices):
+          return configure(base, preset=preset, dtype=dtype, remat=remat, global_batch=per_device * devices)
+
+        start = time.perf_counter()
+        compiled_mesh = f"data=1,fsdp={FSDP_GROUP}" if fsdp else f"data={COMPILED_DEVICES}"
+        compiled = memory_plan.plan_train_step(config_for(COMPILED_DEVICES), make_mesh(COMPILED_DEVICES, compiled_mesh))
+        compile_s = round(time.perf_counter() - start, 1)
+        for devices in DEVICE_COUNTS:
+          fsdp_sizes = ([FSDP_GROUP] + ([devices] if devices > FSDP_GROUP else [])) if fsdp else [1]
+          for fsdp_size in fsdp_sizes:
+            mesh = make_mesh(devices, f"data={devices // fsdp_size},fsdp={fsdp_size}")
+            config = config_for(devices)
+            plan = compiled if devices == COMPILED_DEVICES else memory_plan.rescale_plan(config, mesh, compiled)
+            line = {"model": name, "preset": config.model.preset, "dtype": dtype, "remat": remat,
+                    **plan.as_dict(), "compiled_on": compiled_mesh, "plan_s": compile_s, "hbm_gib": hbm_gib,
+                    "fits": plan.fits(hbm_gib * memory_plan.GIB)}
+            print(json.dumps({k: v for k, v in line.items() if not k.endswith("_bytes")}), flush=True)
 
 
 def main() -> None:

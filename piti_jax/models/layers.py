@@ -292,11 +292,24 @@ def qkv_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
     q: (B, T, heads, d); k, v: (B, S, heads, d), all in the compute dtype.
   Returns:
     (B, T, heads, d) in q's dtype.
+
+  On a GPU in bfloat16/float16 this is cuDNN's fused (flash) attention through
+  `jax.nn.dot_product_attention`: the same softmax(q k^T / sqrt(d)) v with the scale applied
+  once and a float32 softmax inside the kernel, without materialising the (T, S) logits.
   """
+  if _cudnn_attention_applies(q):
+    return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
   scale = 1.0 / math.sqrt(math.sqrt(q.shape[-1]))
   logits = jnp.einsum("bthd,bshd->bhts", q * scale, k * scale)
   weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(q.dtype)
   return jnp.einsum("bhts,bshd->bthd", weights, v)
+
+
+def _cudnn_attention_applies(q: jax.Array) -> bool:
+  """cuDNN's fused attention: GPU backend, half-precision inputs, head width a multiple of 8 up to 128."""
+  head = q.shape[-1]
+  return (jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
+          and head <= 128 and head % 8 == 0)
 
 
 def split_heads(x: jax.Array, heads: int, parts: int) -> list[jax.Array]:

@@ -94,11 +94,32 @@ def plan_train_step(config: ml_collections.ConfigDict, mesh: Mesh) -> MemoryPlan
   with jax.set_mesh(mesh):
     compiled = trainer.train_step.lower(state, batch, trainer.extras).compile(PLAN_COMPILER_OPTIONS)
   memory = accounting.memory_breakdown(compiled)
+  return _plan(config, mesh, state, batch, temp_bytes=memory["temp_bytes"],
+               output_bytes=memory["output_bytes"] - memory["alias_bytes"], peak_bytes=memory["peak_estimate_bytes"])
+
+
+def rescale_plan(config: ml_collections.ConfigDict, mesh: Mesh, compiled_plan: MemoryPlan) -> MemoryPlan:
+  """The plan on another `mesh` with the same per-device batch, without compiling again.
+
+  State and batch bytes are exact for `mesh` (from its shardings); temporaries and outputs are
+  taken from `compiled_plan`. With the per-device batch fixed, a device's activations,
+  gradients and gathered FSDP weights do not depend on how many devices there are, so this
+  is an estimate whose error is the difference in sharded state that XLA keeps as scratch.
+  """
+  trainer = loop.Trainer(config, mesh)
+  state = trainer.abstract_sharded_state()
+  batch = abstract_batch(config, mesh)
+  peak = shard_bytes(state) + shard_bytes(batch) + compiled_plan.output_bytes + compiled_plan.temp_bytes
+  return _plan(config, mesh, state, batch, temp_bytes=compiled_plan.temp_bytes,
+               output_bytes=compiled_plan.output_bytes, peak_bytes=peak)
+
+
+def _plan(config, mesh, state, batch, *, temp_bytes: int, output_bytes: int, peak_bytes: int) -> MemoryPlan:
   global_batch = config.train.global_batch_size
   return MemoryPlan(
       devices=mesh.size, mesh=dict(mesh.shape), global_batch=global_batch,
       per_device_batch=global_batch // mesh.size,
       params_bytes=shard_bytes(state.params), frozen_bytes=shard_bytes(state.frozen),
       optimizer_bytes=shard_bytes(state.opt_state), ema_bytes=shard_bytes(state.ema),
-      state_bytes=shard_bytes(state), batch_bytes=shard_bytes(batch), temp_bytes=memory["temp_bytes"],
-      output_bytes=memory["output_bytes"] - memory["alias_bytes"], peak_bytes=memory["peak_estimate_bytes"])
+      state_bytes=shard_bytes(state), batch_bytes=shard_bytes(batch), temp_bytes=temp_bytes,
+      output_bytes=output_bytes, peak_bytes=peak_bytes)
