@@ -176,8 +176,10 @@ def conv_kernel_gradient(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ..
                          padding: int) -> jax.Array:
   """d(sum(g * conv(x, k)))/dk as one GEMM per kernel row.
 
-  For kernel row a: patches (B, H', W', kw, C) of the padded input at that row's taps,
-  contracted with g (B, H', W', O) over batch and positions into (kw, C, O).
+  For kernel row a: g (B, H', W', O) is contracted over batch and positions with the
+  patches (B, H', W', kw, C) of the padded input at that row's taps, giving (O, kw, C).
+  g is the left operand so that XLA transposes it (once, shared by every row) rather than
+  each row's larger patch matrix.
   Args:
     x: (B, H, W, C) convolution input; g: (B, H', W', O) output cotangent.
     kernel_shape: (kh, kw, C, O).
@@ -194,9 +196,9 @@ def conv_kernel_gradient(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ..
   rows = []
   for a in range(kh):
     patches = jnp.stack([tap(a, b) for b in range(kw)], axis=3)
-    rows.append(jax.lax.dot_general(patches, g, (((0, 1, 2), (0, 1, 2)), ((), ())),
+    rows.append(jax.lax.dot_general(g, patches, (((0, 1, 2), (0, 1, 2)), ((), ())),
                                     preferred_element_type=jnp.float32))
-  return jnp.stack(rows)
+  return jnp.transpose(jnp.stack(rows), (0, 2, 3, 1))
 
 
 class GroupNorm32(nnx.Module):
