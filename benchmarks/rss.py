@@ -1,10 +1,12 @@
 """Resident memory of this process (Linux), without importing JAX or PyTorch.
 
-`reset_peak()` restarts the high-water mark, so `peak_mib()` after a few steps is the peak
-of those steps alone, not of start-up or compilation; `process_peak_mib()` is the peak
-since the process started.
+`reset_peak()` hands freed heap back to the OS (glibc `malloc_trim`) and restarts the
+high-water mark, so `peak_mib()` after a few steps is the peak of those steps alone, not of
+start-up or compilation (nor the allocator's leftovers from them); `process_peak_mib()` is
+the peak since the process started.
 """
 
+import ctypes
 import resource
 
 
@@ -17,7 +19,8 @@ def _status_kib(field: str) -> int:
 
 
 def reset_peak() -> None:
-  """Restarts the peak-RSS counter (VmHWM) at the current RSS."""
+  """Releases free heap pages, then restarts the peak-RSS counter (VmHWM) at the current RSS."""
+  ctypes.CDLL("libc.so.6").malloc_trim(0)
   with open("/proc/self/clear_refs", "w") as f:
     f.write("5")
 
