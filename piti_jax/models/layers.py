@@ -155,12 +155,68 @@ class Conv2d(nnx.Module):
 
 def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array, *, stride: int, padding: int,
            dtype: jnp.dtype) -> jax.Array:
-  """NHWC convolution with HWIO `kernel`, symmetric zero `padding`, result in `dtype`."""
-  y = jax.lax.conv_general_dilated(
-      x.astype(dtype), kernel.astype(dtype), window_strides=(stride, stride),
-      padding=((padding, padding), (padding, padding)),
-      dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  return y + bias.astype(dtype)
+  """NHWC convolution with HWIO `kernel`, symmetric zero `padding`, result in `dtype`.
+
+  When the default backend is a CPU (checked at trace time), the kernel gradient comes from
+  `_conv_cpu`'s GEMMs instead of XLA's transposed convolution; values and gradients are the
+  same sums (docs/performance.md). GPUs and TPUs keep XLA's own convolution gradients.
+  """
+  conv = _conv_cpu if jax.default_backend() == "cpu" else _conv
+  return conv(x.astype(dtype), kernel.astype(dtype), stride, padding) + bias.astype(dtype)
+
+
+def _conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+  return jax.lax.conv_general_dilated(x, kernel, window_strides=(stride, stride),
+                                      padding=((padding, padding), (padding, padding)),
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_cpu(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+  """`_conv` whose kernel gradient is a few large GEMMs (XLA's CPU runs its own several times slower)."""
+  return _conv(x, kernel, stride, padding)
+
+
+def _conv_cpu_forward(x, kernel, stride, padding):
+  return _conv(x, kernel, stride, padding), (x, kernel)
+
+
+def _conv_cpu_backward(stride, padding, residuals, g):
+  x, kernel = residuals
+  dx = jax.vjp(lambda x: _conv(x, kernel, stride, padding), x)[1](g)[0]
+  return dx, conv_kernel_gradient(x, g, kernel.shape, stride=stride, padding=padding).astype(kernel.dtype)
+
+
+_conv_cpu.defvjp(_conv_cpu_forward, _conv_cpu_backward)
+
+
+def conv_kernel_gradient(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...], *, stride: int,
+                         padding: int) -> jax.Array:
+  """d(sum(g * conv(x, k)))/dk as one GEMM per kernel row.
+
+  For kernel row a: g (B, H', W', O) is contracted over batch and positions with the
+  patches (B, H', W', kw, C) of the padded input at that row's taps, giving (O, kw, C).
+  g is the left operand so that XLA transposes it (once, shared by every row) rather than
+  each row's larger patch matrix.
+  Args:
+    x: (B, H, W, C) convolution input; g: (B, H', W', O) output cotangent.
+    kernel_shape: (kh, kw, C, O).
+  Returns:
+    float32 (kh, kw, C, O).
+  """
+  kh, kw = kernel_shape[:2]
+  out_h, out_w = g.shape[1:3]
+  padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+
+  def tap(a: int, b: int) -> jax.Array:
+    return padded[:, a:a + stride * (out_h - 1) + 1:stride, b:b + stride * (out_w - 1) + 1:stride, :]
+
+  rows = []
+  for a in range(kh):
+    patches = jnp.stack([tap(a, b) for b in range(kw)], axis=3)
+    rows.append(jax.lax.dot_general(g, patches, (((0, 1, 2), (0, 1, 2)), ((), ())),
+                                    preferred_element_type=jnp.float32))
+  return jnp.transpose(jnp.stack(rows), (0, 2, 3, 1))
 
 
 class GroupNorm32(nnx.Module):
@@ -266,11 +322,24 @@ def qkv_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
     q: (B, T, heads, d); k, v: (B, S, heads, d), all in the compute dtype.
   Returns:
     (B, T, heads, d) in q's dtype.
+
+  On a GPU in bfloat16/float16 this is cuDNN's fused (flash) attention through
+  `jax.nn.dot_product_attention`: the same softmax(q k^T / sqrt(d)) v with the scale applied
+  once and a float32 softmax inside the kernel, without materialising the (T, S) logits.
   """
+  if _cudnn_attention_applies(q):
+    return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
   scale = 1.0 / math.sqrt(math.sqrt(q.shape[-1]))
   logits = jnp.einsum("bthd,bshd->bhts", q * scale, k * scale)
   weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(q.dtype)
   return jnp.einsum("bhts,bshd->bthd", weights, v)
+
+
+def _cudnn_attention_applies(q: jax.Array) -> bool:
+  """cuDNN's fused attention: GPU backend, half-precision inputs, head width a multiple of 8 up to 128."""
+  head = q.shape[-1]
+  return (jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
+          and head <= 128 and head % 8 == 0)
 
 
 def split_heads(x: jax.Array, heads: int, parts: int) -> list[jax.Array]:

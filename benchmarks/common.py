@@ -1,0 +1,148 @@
+"""Shared helpers of the benchmark scripts (imported as a sibling module by `benchmarks/*.py`).
+
+A benchmarked train step is built exactly as the train loop builds it (`loop.Trainer`),
+with random batches of the data config's shapes, so no dataset is needed.
+"""
+
+import dataclasses
+import importlib.util
+import os
+import resource
+import statistics
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from piti_jax import accounting
+from piti_jax.data.pipeline import batch_shapes
+from piti_jax.train import loop, objectives, partition
+
+# Benchmark modes -> config.train.trainable (stage1: encoder only; stage2/pretrain: everything).
+TRAINABLE = {"stage1": "encoder", "stage2": "", "pretrain": ""}
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_job_config(name: str, job: str) -> ml_collections.ConfigDict:
+  """`configs/<name>.py:<job>` of this repository, as `--config=` would load it."""
+  spec = importlib.util.spec_from_file_location(f"configs_{name}", os.path.join(REPO, "configs", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(job)
+
+
+def random_batch(config: ml_collections.ConfigDict, rng: np.random.Generator) -> dict[str, np.ndarray]:
+  """This process's part of a batch of random inputs with the data config's shapes."""
+  local = config.train.global_batch_size // jax.process_count()
+  batch = {}
+  for name, (shape, dtype) in batch_shapes(config.data, local).items():
+    if np.dtype(dtype) == np.bool_:
+      batch[name] = rng.random(shape) < 0.5
+    elif np.issubdtype(dtype, np.integer):
+      batch[name] = rng.integers(0, 256, shape).astype(dtype)
+    else:
+      batch[name] = rng.uniform(-1, 1, shape).astype(dtype)
+  return batch
+
+
+def with_mode(config: ml_collections.ConfigDict, mode: str | None) -> ml_collections.ConfigDict:
+  """A resolved copy of `config` without init sources; `mode` (if given) sets the trainable set."""
+  config = config.copy_and_resolve_references()
+  if mode is not None:
+    if mode not in TRAINABLE:
+      raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(TRAINABLE)}")
+    config.train.trainable = TRAINABLE[mode]
+  config.init = {}
+  return config
+
+
+@dataclasses.dataclass
+class StepBench:
+  """A compiled train step with its state and batch, ready to time."""
+  config: ml_collections.ConfigDict
+  mesh: jax.sharding.Mesh
+  trainer: Any
+  state: Any
+  batch: dict[str, jax.Array]
+  compiled: Any
+  compile_s: float
+
+  cpu_seconds: list[float] = dataclasses.field(default_factory=list)
+
+  def run(self, steps: int) -> list[float]:
+    """Runs `steps` steps (state donated and carried); wall seconds of each.
+
+    The process CPU seconds of each step (all threads) are appended to `cpu_seconds`: on a
+    machine shared with other jobs they show the work done, which wall time does not.
+    """
+    times = []
+    with jax.set_mesh(self.mesh):
+      for _ in range(steps):
+        start, cpu = time.perf_counter(), time.process_time()
+        self.state, metrics = self.compiled(self.state, self.batch, self.trainer.functions.extras)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - start)
+        self.cpu_seconds.append(time.process_time() - cpu)
+    return times
+
+
+def build_step(config: ml_collections.ConfigDict, mode: str | None = None, seed: int = 0) -> StepBench:
+  """Compiles the train step of `config` (in `mode`) and runs one warm-up step."""
+  config = with_mode(config, mode)
+  mesh = partition.make_mesh(config.mesh.data, config.mesh.fsdp)
+  with jax.set_mesh(mesh):
+    trainer = loop.Trainer(config, mesh)
+    state = trainer.create_state_for(config.seed, config.init)
+    batch = trainer.global_batch(random_batch(config, np.random.default_rng(seed)))
+    start = time.perf_counter()
+    compiled = trainer.functions.train_step.lower(state, batch, trainer.functions.extras).compile()
+    compile_s = time.perf_counter() - start
+    bench = StepBench(config, mesh, trainer, state, batch, compiled, compile_s)
+  bench.run(1)
+  return bench
+
+
+def forward_flops(trainer: Any, batch: dict[str, jax.Array]) -> float:
+  """FLOPs of one forward pass of the diffusion model (encoder + decoder) on `batch`, from XLA."""
+  template = trainer.template
+  cond = objectives.condition_of(batch)
+
+  def forward(params, x, t, cond, low_res):
+    return template.merge(params)(x, t, cond, low_res=low_res)
+
+  images = batch["image"]
+  t = jnp.zeros(images.shape[:1], jnp.float32)
+  lowered = jax.jit(forward).lower(template.abstract_params(), images, t, cond, batch.get("low_res"))
+  analysis = lowered.cost_analysis()
+  return float(analysis.get("flops", float("nan")))
+
+
+def peak_rss_bytes() -> int:
+  """Peak resident set size of this process so far (Linux reports KiB)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def median_ms(seconds: list[float]) -> float:
+  return round(statistics.median(seconds) * 1e3, 2)
+
+
+def spread(seconds: list[float]) -> float:
+  """(max - min) / median of repeated timings: how noisy they were."""
+  return round((max(seconds) - min(seconds)) / statistics.median(seconds), 3)
+
+
+def timed(fn: Callable[[], Any], repeats: int) -> list[float]:
+  """Wall seconds of `repeats` calls of fn (each blocked until ready)."""
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return times
+
+
+def matmul_peak() -> float:
+  return accounting.measured_matmul_peak()

@@ -1,0 +1,157 @@
+"""Ahead-of-time memory plan of a train step on N devices: one JSON line per plan, nothing allocated.
+
+  python benchmarks/memory_plan.py --config configs/coco_stuff_mask.py:stage2 --devices 8 --mesh data=8,fsdp=1
+  python benchmarks/memory_plan.py --config configs/text_pretrain.py:base --preset glide_full_base64 \
+      --devices 64 --mesh data=8,fsdp=8 --dtype bfloat16 --remat --hbm-gib 16
+  python benchmarks/memory_plan.py --table --hbm-gib 16      # every row of the README table
+
+The step is lowered and compiled on N fake CPU devices for abstract (ShapeDtypeStruct)
+inputs with the run's real shardings and donation (piti_jax/train/memory_plan.py says where
+each number comes from). Per-device GiB of parameters, optimizer state, EMA, the whole
+state, temporaries and the peak; with --hbm-gib, whether the peak fits. The global batch
+is the config's unless --global-batch says otherwise; the table fixes a per-device batch
+(see `table`).
+"""
+
+import argparse
+import os
+import sys
+
+
+def _parse() -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--config", help="configs/<file>.py:<job>")
+  parser.add_argument("--devices", type=int, default=8, help="fake CPU devices (the mesh must cover them)")
+  parser.add_argument("--mesh", default="", help="data=A,fsdp=B (default data=N,fsdp=1)")
+  parser.add_argument("--preset", default="", help="model preset instead of the config's")
+  parser.add_argument("--dtype", default="", choices=("", "float32", "bfloat16"), help="compute dtype override")
+  parser.add_argument("--remat", action="store_true", help="recompute UNet block activations in the backward pass")
+  parser.add_argument("--global-batch", type=int, default=0, help="global batch override")
+  parser.add_argument("--hbm-gib", type=float, default=0.0, help="device memory to check the peak against")
+  parser.add_argument("--table", action="store_true", help="plan every row of the README table")
+  args = parser.parse_args()
+  if not args.table and not args.config:
+    parser.error("give --config (or --table)")
+  return args
+
+
+ARGS = _parse()
+DEVICE_COUNTS = (8, 64, 256)
+if ARGS.table:
+  ARGS.devices = max(DEVICE_COUNTS)
+os.environ["JAX_PLATFORMS"] = "cpu"
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                           + f" --xla_force_host_platform_device_count={ARGS.devices}").strip()
+
+import importlib.util  # noqa: E402  (jax must see the flags above)
+import json  # noqa: E402
+import time  # noqa: E402
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from jax.sharding import AxisType, Mesh  # noqa: E402
+
+from piti_jax.train import memory_plan, partition  # noqa: E402
+
+# README table: (name, config, job, preset override, per-device batch)
+TABLE_MODELS = (
+    ("GLIDE 3.5B layout base 64", "configs/text_pretrain.py", "base", "glide_full_base64", 1),
+    ("PITI base 64 (stage 2)", "configs/coco_stuff_mask.py", "stage2", "", 4),
+    ("PITI upsampler 64->256", "configs/coco_stuff_mask.py", "upsample", "", 1),
+)
+TABLE_VARIANTS = (("bfloat16", True), ("float32", False), ("bfloat16", False), ("float32", True))
+COMPILED_DEVICES = 8
+FSDP_GROUP = 8
+
+
+def load_config(spec: str):
+  path, _, job = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("planned_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(job) if job else module.get_config()
+
+
+def make_mesh(devices: int, mesh: str) -> Mesh:
+  sizes = {"data": devices, "fsdp": 1}
+  for part in filter(None, mesh.split(",")):
+    name, _, value = part.partition("=")
+    if name not in sizes:
+      raise SystemExit(f"--mesh takes data=A,fsdp=B; got {part!r}")
+    sizes[name] = int(value)
+  if mesh and "data=" not in mesh:
+    sizes["data"] = devices // sizes["fsdp"]
+  if sizes["data"] * sizes["fsdp"] != devices:
+    raise SystemExit(f"--mesh data={sizes['data']} x fsdp={sizes['fsdp']} does not cover {devices} devices")
+  grid = np.asarray(jax.devices()[:devices]).reshape(sizes["data"], sizes["fsdp"])
+  return Mesh(grid, partition.MESH_AXES, axis_types=(AxisType.Auto,) * 2)
+
+
+def configure(config, *, preset: str, dtype: str, remat: bool, global_batch: int):
+  config = config.copy_and_resolve_references()
+  if preset:
+    config.model.preset = preset
+  if dtype:
+    config.model.dtype = dtype
+  if remat:
+    config.model.overrides.remat = True
+  if global_batch:
+    config.train.global_batch_size = global_batch
+  config.init = {}
+  return config
+
+
+def plan_line(config, mesh: Mesh, hbm_gib: float, **labels) -> dict:
+  start = time.perf_counter()
+  plan = memory_plan.plan_train_step(config, mesh)
+  line = {**labels, "preset": config.model.preset, "dtype": config.model.dtype,
+          "remat": bool(config.model.overrides.get("remat", False)), **plan.as_dict(),
+          "plan_s": round(time.perf_counter() - start, 1)}
+  if hbm_gib:
+    line["hbm_gib"] = hbm_gib
+    line["fits"] = plan.fits(hbm_gib * memory_plan.GIB)
+  return {k: v for k, v in line.items() if not k.endswith("_bytes")}
+
+
+def table(hbm_gib: float) -> None:
+  """Every README row: per (model, dtype, remat, DP/FSDP) one compile on 8 devices, rescaled to 64 and 256.
+
+  With a fixed per-device batch the temporaries do not depend on the device count, so the
+  8-device compile gives them for every count; state bytes are exact per mesh
+  (memory_plan.rescale_plan). FSDP meshes shard over groups of 8 devices (one host of 8
+  accelerators) and, from 64 devices on, over all of them.
+  """
+  for name, path, job, preset, per_device in TABLE_MODELS:
+    base = load_config(f"{path}:{job}")
+    for dtype, remat in TABLE_VARIANTS:
+      for fsdp in (False, True):
+        def config_for(devices):
+          return configure(base, preset=preset, dtype=dtype, remat=remat, global_batch=per_device * devices)
+
+        start = time.perf_counter()
+        compiled_mesh = f"data=1,fsdp={FSDP_GROUP}" if fsdp else f"data={COMPILED_DEVICES}"
+        compiled = memory_plan.plan_train_step(config_for(COMPILED_DEVICES), make_mesh(COMPILED_DEVICES, compiled_mesh))
+        compile_s = round(time.perf_counter() - start, 1)
+        for devices in DEVICE_COUNTS:
+          fsdp_sizes = ([FSDP_GROUP] + ([devices] if devices > FSDP_GROUP else [])) if fsdp else [1]
+          for fsdp_size in fsdp_sizes:
+            mesh = make_mesh(devices, f"data={devices // fsdp_size},fsdp={fsdp_size}")
+            config = config_for(devices)
+            plan = compiled if devices == COMPILED_DEVICES else memory_plan.rescale_plan(config, mesh, compiled)
+            line = {"model": name, "preset": config.model.preset, "dtype": dtype, "remat": remat,
+                    **plan.as_dict(), "compiled_on": compiled_mesh, "plan_s": compile_s, "hbm_gib": hbm_gib,
+                    "fits": plan.fits(hbm_gib * memory_plan.GIB)}
+            print(json.dumps({k: v for k, v in line.items() if not k.endswith("_bytes")}), flush=True)
+
+
+def main() -> None:
+  if ARGS.table:
+    table(ARGS.hbm_gib or 16.0)
+    return
+  config = configure(load_config(ARGS.config), preset=ARGS.preset, dtype=ARGS.dtype, remat=ARGS.remat,
+                     global_batch=ARGS.global_batch)
+  print(json.dumps(plan_line(config, make_mesh(ARGS.devices, ARGS.mesh), ARGS.hbm_gib, job=ARGS.config)))
+
+
+if __name__ == "__main__":
+  sys.exit(main())
