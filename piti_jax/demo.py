@@ -60,6 +60,15 @@ def export_dir(workdir: str) -> str | None:
   return os.path.join(export, entries[0]) if entries else None
 
 
+def _merge(target: ml_collections.ConfigDict, changes: ml_collections.ConfigDict) -> None:
+  """Sets every leaf of the nested `changes` in `target` (new keys are added)."""
+  for key, value in changes.items():
+    if isinstance(value, ml_collections.ConfigDict) and isinstance(target.get(key), ml_collections.ConfigDict):
+      _merge(target[key], value)
+    else:
+      target[key] = value
+
+
 def stage_config(config: ml_collections.ConfigDict, name: str, workdir: str) -> ml_collections.ConfigDict:
   """The train config of one demo stage: the configs/shapes.py job plus the demo's settings."""
   stage = config.stages[name]
@@ -75,12 +84,7 @@ def stage_config(config: ml_collections.ConfigDict, name: str, workdir: str) -> 
   job.train.eval_every = 0
   job.train.sample_every = stage.steps  # one training grid at the end
   job.train.sample_batch_size = 8
-  for dotted, value in stage.overrides.items():
-    target = job
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-      target = target[part]
-    target[leaf] = value
+  _merge(job, stage.overrides)
   job_init, job.init = job.init, ml_collections.ConfigDict()
   for init_name, source in stage.init.items():  # the job's init.<name> from an earlier stage's workdir
     if init_name not in job_init:
@@ -121,7 +125,7 @@ def fresh_encoder_checkpoint(config: ml_collections.ConfigDict, workdir: str) ->
   mesh = partition.make_mesh(job.mesh.data, job.mesh.fsdp)
   with jax.set_mesh(mesh):
     trainer = loop.Trainer(job, mesh)
-    state = trainer.create_state()
+    state = trainer.create_state_for(job.seed, job.init)
     params = jax.device_get(trainer.sample_params(state))
   model_checkpoint.save_checkpoint(directory, params, preset=job.model.preset, overrides=dict(job.model.overrides))
   return directory
