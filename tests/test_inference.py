@@ -154,3 +154,37 @@ def test_main_reports_a_bad_input_in_one_line(tmp_path):
   errors = [line for line in result.stderr.splitlines() if line.startswith("piti-jax: error:")]
   assert len(errors) == 1 and "missing" in errors[0] and "does not exist" in errors[0]
   assert not (tmp_path / "w" / "samples").exists()
+
+
+def test_sketch_and_depth_inputs_are_read_as_the_encoder_expects(tmp_path):
+  scene = shapes_scenes.generate_scene(0, 1, 3)
+  sketches, depths = tmp_path / "sketches", tmp_path / "depth"
+  os.makedirs(sketches)
+  os.makedirs(depths)
+  Image.fromarray(scene.sketch).save(sketches / "a.png")
+  Image.fromarray(conditions.render_normals(scene.normals)).save(depths / "a_normal.png")
+  Image.fromarray(conditions.render_depth(scene.depth, scene.depth_valid)).save(depths / "a_depth.png")
+  sketch = inference.read_file_inputs(str(sketches), "sketch", None)
+  assert sketch.names == ["a"] and sketch.condition(32).shape == (1, 32, 32, 1)
+  depth = inference.read_file_inputs(str(depths), "depth", None)
+  assert depth.names == ["a"] and depth.condition(32).shape == (1, 32, 32, 6)
+  Image.fromarray(conditions.render_depth(scene.depth, scene.depth_valid)[:128]).save(depths / "a_depth.png")
+  with pytest.raises(PitiError, match="a_depth.png: size 256x128 differs from the normal map"):
+    inference.read_file_inputs(str(depths), "depth", None).condition(32)
+  os.remove(depths / "a_depth.png")
+  with pytest.raises(PitiError, match="a_depth.png is missing"):
+    inference.read_file_inputs(str(depths), "depth", None)
+
+
+def test_evaluate_reports_missing_inception_weights_before_any_work(sampled, tmp_path):
+  from piti_jax.evaluation import runner
+
+  config = load_config("evaluate")
+  config.samples = f"tiny={sampled[0]}"
+  config.inception_weights = str(tmp_path / "inception-2015-12-05.pt")
+  with pytest.raises(PitiError, match="inception-2015-12-05.pt"):
+    runner.run(config, str(tmp_path / "eval"))
+  assert not (tmp_path / "eval").exists()
+  config.samples = str(tmp_path / "not_sampled")
+  with pytest.raises(PitiError, match="not_sampled has no manifest.json"):
+    runner.run(config, str(tmp_path / "eval"))
