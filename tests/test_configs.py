@@ -22,8 +22,18 @@ JOBS = {
 }
 
 
+# Configs of the modes that do not train: one job each, the file's default.
+OTHER_MODES = {"diffusion_check": "diffusion_check", "sample": "sample", "evaluate": "evaluate", "demo": "demo"}
+
+
 def test_every_config_file_is_listed():
-  assert {p.stem for p in CONFIGS.glob("*.py")} == set(JOBS) | {"diffusion_check"}
+  assert {p.stem for p in CONFIGS.glob("*.py")} == set(JOBS) | set(OTHER_MODES)
+
+
+@pytest.mark.parametrize("name, mode", sorted(OTHER_MODES.items()))
+def test_every_other_config_runs_its_own_mode(name, mode):
+  config = train_config.load_config_file(str(CONFIGS / f"{name}.py"))
+  assert config.mode == mode and mode in main.RUNNERS
 
 
 @pytest.mark.parametrize("name, job", [(name, job) for name, jobs in JOBS.items() for job in jobs])

@@ -25,7 +25,8 @@ def planned_and_real(tmp_path_factory):
     state = trainer.create_state_for(0, config.init)
     shapes = memory_plan.abstract_batch(config, mesh)
     batch = trainer.global_batch({k: np.zeros(v.shape, v.dtype) for k, v in shapes.items()})
-    compiled = trainer.train_step.lower(state, batch, trainer.extras).compile()
+    functions = trainer.functions
+    compiled = functions.train_step.lower(state, batch, functions.extras).compile()
   return plan, state, compiled
 
 
