@@ -95,13 +95,13 @@ def stage_config(config: ml_collections.ConfigDict, name: str, workdir: str) -> 
   return job
 
 
-def train_stage(config: ml_collections.ConfigDict, name: str, workdir: str) -> str:
-  """Trains (or resumes, or reuses) one stage; returns its exported model checkpoint."""
+def train_stage(config: ml_collections.ConfigDict, name: str, workdir: str) -> tuple[str, bool]:
+  """Trains (or resumes, or reuses) one stage -> (its exported model checkpoint, whether reused)."""
   stage_dir = os.path.join(workdir, name)
   export = export_dir(stage_dir)
   if export is not None:
     _say(f"{name}: done before, reusing {export}")
-    return export
+    return export, True
   job = stage_config(config, name, workdir)
   _say(f"{name}: {job.train.num_steps} steps of configs/shapes.py:{config.stages[name].job} "
        f"(batch {job.train.global_batch_size}, lr {job.optim.lr:g})")
@@ -110,14 +110,15 @@ def train_stage(config: ml_collections.ConfigDict, name: str, workdir: str) -> s
   if result.preempted:
     raise PitiError(f"the demo was stopped during {name} at step {result.step}; run the same command to resume.")
   _say(f"{name}: finished in {(time.perf_counter() - start) / 60:.1f} min")
-  return export_dir(stage_dir)
+  return export_dir(stage_dir), False
 
 
-def fresh_encoder_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> str:
-  """The prior's decoder with a freshly initialised encoder (what stage 1 starts from), exported."""
+def fresh_encoder_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, bool]:
+  """The prior's decoder with a freshly initialised encoder (what stage 1 starts from), exported
+  -> (its directory, whether reused)."""
   directory = os.path.join(workdir, "fresh")
   if os.path.isdir(directory):
-    return directory
+    return directory, True
   from piti_jax.models import checkpoint as model_checkpoint  # pylint: disable=import-outside-toplevel
   from piti_jax.train import partition  # pylint: disable=import-outside-toplevel
 
@@ -128,7 +129,7 @@ def fresh_encoder_checkpoint(config: ml_collections.ConfigDict, workdir: str) ->
     state = trainer.create_state_for(job.seed, job.init)
     params = jax.device_get(trainer.sample_params(state))
   model_checkpoint.save_checkpoint(directory, params, preset=job.model.preset, overrides=dict(job.model.overrides))
-  return directory
+  return directory, False
 
 
 def sample_config(config: ml_collections.ConfigDict, workdir: str, base: str, upsampler: str | None,
@@ -149,18 +150,27 @@ def sample_config(config: ml_collections.ConfigDict, workdir: str, base: str, up
 
 
 def sample_stage(config: ml_collections.ConfigDict, workdir: str, name: str, base: str,
-                 upsampler: str | None) -> str:
-  """Samples the validation masks with one base model (and the upsampler); reused when done."""
+                 upsampler: str | None) -> tuple[str, bool]:
+  """Samples the validation masks with one base model (and the upsampler) -> (folder, whether reused)."""
   from piti_jax import inference  # pylint: disable=import-outside-toplevel
 
   folder = os.path.join(workdir, "samples", name)
   if os.path.isfile(os.path.join(folder, inference.MANIFEST)):
     _say(f"samples/{name}: done before")
-    return folder
+    return folder, True
   _say(f"samples/{name}: {config.evaluation.count} validation masks")
   manifest = inference.run_pipeline(sample_config(config, workdir, base, upsampler, name), folder)
   _say(f"samples/{name}: {manifest['timings']['total_s']:.0f} s ({manifest['timings']['images_per_s']:.2f} images/s)")
-  return folder
+  return folder, False
+
+
+def _earlier_timings(workdir: str) -> dict[str, dict]:
+  """The timings of the report an earlier run wrote in `workdir` ({} if there is none)."""
+  path = os.path.join(workdir, "report.json")
+  if not os.path.isfile(path):
+    return {}
+  with open(path) as f:
+    return json.load(f).get("timings", {})
 
 
 def _number(value: Any, digits: int = 3) -> str:
@@ -226,11 +236,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   os.makedirs(workdir, exist_ok=True)
   start = time.perf_counter()
   timings: dict[str, dict] = {}
+  earlier = _earlier_timings(workdir)
 
   def timed(name: str, function, *args, steps: int | None = None):
+    """Runs one part; a part reused from an earlier run keeps the time that run measured."""
     t0 = time.perf_counter()
-    value = function(*args)
+    value, reused = function(*args)
     timings[name] = {"seconds": time.perf_counter() - t0, **({"steps": steps} if steps else {})}
+    if reused and name in earlier:
+      timings[name] = dict(earlier[name], reused=True)
     return value
 
   exports = {name: timed(name, train_stage, config, name, workdir, steps=config.stages[name].steps)
@@ -243,10 +257,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   evaluator = evaluation.Evaluator(config.evaluation.inception_weights, batch_size=config.evaluation.fid_batch_size)
   models = {name: evaluator.evaluate_folder(folder) for name, folder in folders.items()}
   timings["evaluate"] = {"seconds": time.perf_counter() - t0}
-  timings["total"] = {"seconds": time.perf_counter() - start}
+  timings["total"] = {"seconds": sum(entry["seconds"] for entry in timings.values()),
+                      "this_run_seconds": time.perf_counter() - start}
   report = {"seed": config.seed, "models": models, "timings": timings, "config": json.loads(config.to_json())}
   if jax.process_index() == 0:
     path = write_report(workdir, report)
     stage2 = models["stage2"]["layout"]["base"]["miou"]
-    _say(f"done in {timings['total']['seconds'] / 60:.1f} min; stage 2 layout mIoU {stage2:.3f}; see {path}")
+    _say(f"done in {timings['total']['this_run_seconds'] / 60:.1f} min (all stages: "
+         f"{timings['total']['seconds'] / 60:.1f} min); stage 2 layout mIoU {stage2:.3f}; see {path}")
   logging.info("demo finished")

@@ -37,5 +37,9 @@ def test_notebook_runs_end_to_end_in_the_tiny_setting(tmp_path, monkeypatch):
   stamps = {path: os.path.getmtime(path) for path in (workdir / "stage2" / "export").rglob("*")}
   stamps[workdir / "samples" / "stage2" / "manifest.json"] = os.path.getmtime(
       workdir / "samples" / "stage2" / "manifest.json")
+  first = json.loads((workdir / "report.json").read_text())["timings"]
   namespace["demo"].run(namespace["demo_config"], str(workdir))
   assert stamps == {path: os.path.getmtime(path) for path in stamps}
+  again = json.loads((workdir / "report.json").read_text())["timings"]  # the report keeps the first run's times
+  assert again["stage2"] == dict(first["stage2"], reused=True)
+  assert again["total"]["seconds"] >= first["total"]["seconds"] - first["evaluate"]["seconds"]
