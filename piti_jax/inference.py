@@ -28,9 +28,9 @@ so a failed run leaves nothing that looks finished:
 import dataclasses
 import functools
 import glob
+import io
 import json
 import os
-import shutil
 import time
 from typing import Any, Callable
 
@@ -41,7 +41,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from PIL import Image
 
-from piti_jax import grids, sampling
+from piti_jax import grids, sampling, storage
 from piti_jax.data import conditions
 from piti_jax.errors import PitiError
 from piti_jax.models import checkpoint as model_checkpoint
@@ -156,15 +156,16 @@ def resolve_checkpoint(path: str, what: str) -> str:
   """A model checkpoint directory: `path` itself, or a training workdir's single export."""
   if not path:
     raise PitiError(f"config.{what}.checkpoint is empty; pass a model checkpoint or a training workdir.")
-  if os.path.isfile(os.path.join(path, model_checkpoint.CONFIG_FILE)):
+  directory = storage.path(path)
+  if (directory / model_checkpoint.CONFIG_FILE).is_file():
     return path
-  exports = sorted(glob.glob(os.path.join(path, "export", "*", model_checkpoint.CONFIG_FILE)))
+  exports = sorted(str(e.parent) for e in directory.glob(f"export/*/{model_checkpoint.CONFIG_FILE}"))
   if len(exports) == 1:
-    return os.path.dirname(exports[0])
-  if not os.path.exists(path):
+    return exports[0]
+  if not directory.exists():
     raise PitiError(f"config.{what}.checkpoint={path} does not exist; check the path.")
   if len(exports) > 1:
-    raise PitiError(f"{path} has several exports ({', '.join(os.path.dirname(e) for e in exports)}); pass one.")
+    raise PitiError(f"{path} has several exports ({', '.join(exports)}); pass one.")
   raise PitiError(f"config.{what}.checkpoint={path} is neither a model checkpoint (no "
                   f"{model_checkpoint.CONFIG_FILE}) nor a finished training workdir (no export/); "
                   "convert the release weights with piti_jax.convert or finish the training run.")
@@ -224,10 +225,17 @@ def _sample_all(model: LoadedModel, cond: np.ndarray, low_res: np.ndarray | None
   return np.concatenate(out)
 
 
-def _save_pngs(directory: str, names: list[str], images: np.ndarray) -> None:
-  os.makedirs(directory, exist_ok=True)
+def _png(image: np.ndarray) -> bytes:
+  """uint8 (H, W, C) with C = 1 or 3 -> PNG bytes."""
+  buffer = io.BytesIO()
+  Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(buffer, format="PNG")
+  return buffer.getvalue()
+
+
+def _save_pngs(directory, names: list[str], images: np.ndarray) -> None:
+  directory.mkdir(parents=True, exist_ok=True)
   for name, image in zip(names, images):
-    Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(os.path.join(directory, f"{name}.png"))
+    (directory / f"{name}.png").write_bytes(_png(image))
 
 
 def _unit(images: np.ndarray) -> np.ndarray:
@@ -295,26 +303,26 @@ def run_pipeline(config: ml_collections.ConfigDict, out_dir: str) -> dict:
 def _write_folder(out_dir: str, names: list[str], images: dict[str, np.ndarray], grid: np.ndarray,
                   manifest: dict) -> None:
   """Writes every image set, the grid and the manifest into out_dir.tmp, then renames it to out_dir."""
-  tmp_dir = f"{out_dir}.tmp"
-  shutil.rmtree(tmp_dir, ignore_errors=True)
+  out_dir = storage.path(out_dir)
+  tmp_dir = out_dir.parent / f"{out_dir.name}.tmp"
+  storage.remove_tree(tmp_dir)
   for folder, array in images.items():
-    _save_pngs(os.path.join(tmp_dir, folder), names, array)
-  Image.fromarray(grid).save(os.path.join(tmp_dir, "grid.png"))
-  with open(os.path.join(tmp_dir, MANIFEST), "w") as f:
-    json.dump(manifest, f, indent=2)
-  shutil.rmtree(out_dir, ignore_errors=True)
-  os.replace(tmp_dir, out_dir)
+    _save_pngs(tmp_dir / folder, names, array)
+  (tmp_dir / "grid.png").write_bytes(_png(grid))
+  (tmp_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
+  storage.remove_tree(out_dir)
+  tmp_dir.rename(out_dir)
 
 
 def _describe(model: LoadedModel) -> dict:
-  return {"checkpoint": os.path.abspath(model.directory), "preset": model.config.name,
+  return {"checkpoint": str(storage.path(model.directory)), "preset": model.config.name,
           "image_size": model.config.image_size, "sampler": model.sampler.config.describe(),
           "network_evaluations_per_image": model.sampler.network_evaluations}
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Runner of mode=sample (see piti_jax/main.py)."""
-  out_dir = os.path.join(workdir, config.output_name)
+  out_dir = storage.path(workdir) / config.output_name
   manifest = run_pipeline(config, out_dir)
   logging.info("wrote %d samples to %s in %.1f s (%.2f images/s)", manifest["count"], out_dir,
                manifest["timings"]["total_s"], manifest["timings"]["images_per_s"])

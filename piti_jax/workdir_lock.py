@@ -34,7 +34,7 @@ def _pid_alive(pid: int) -> bool:
 def holder_is_live(holder: dict, now: float) -> bool:
   """Whether the run described by a lock file's content still runs."""
   if holder.get("host") == socket.gethostname():
-    return holder.get("pid") != os.getpid() and _pid_alive(int(holder.get("pid", -1)))
+    return _pid_alive(int(holder.get("pid", -1)))
   return now - float(holder.get("heartbeat", 0.0)) < STALE_S
 
 
