@@ -12,6 +12,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from piti_jax import storage
 from piti_jax.errors import EXIT_ERROR, EXIT_PREEMPTED, PitiError, Preempted
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Job config file (configs/<job>.py[:args]).")
@@ -100,6 +101,7 @@ def main(argv) -> None:
     raise PitiError("no --config given; pass --config=configs/<job>.py.")
   if _WORKDIR.value is None:
     raise PitiError("no --workdir given; pass --workdir=DIR for checkpoints, logs and samples.")
+  storage.prepare_workdir(_WORKDIR.value, create=False)  # a file, or a path under one, is refused at once
   runner = get_runner(config.mode)
   initialize_distributed()
   import jax
