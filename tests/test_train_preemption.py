@@ -1,4 +1,4 @@
-"""SIGTERM during a run: the loop saves the step it reached and exits cleanly (subprocess)."""
+"""SIGTERM during a run: the loop saves the step it reached and exits with status 75 (subprocess)."""
 
 import os
 import re
@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+from piti_jax.errors import EXIT_PREEMPTED
 from tests.train_helpers import REPO
 
 METRICS_LINE = re.compile(r"\[(\d+)\] .*loss=")
@@ -40,7 +41,8 @@ def test_sigterm_leaves_a_checkpoint_of_the_step_it_stopped_at(tmp_path):
   finally:
     if process.poll() is None:
       process.kill()
-  assert process.returncode == 0, rest[-3000:]
+  assert process.returncode == EXIT_PREEMPTED == 75, rest[-3000:]
+  assert len([line for line in rest.splitlines() if line.startswith("piti-jax: preempted:")]) == 1, rest[-3000:]
   stopped = [int(m.group(1)) for m in STOP_LINE.finditer(rest)]
   assert len(stopped) == 1, rest[-3000:]
   saved = sorted(int(d) for d in os.listdir(workdir / "checkpoints") if d.isdigit())
