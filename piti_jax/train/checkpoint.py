@@ -38,6 +38,7 @@ from piti_jax.train.params import ParamTree, merge_trees
 
 CHECKPOINT_DIR = "checkpoints"
 FILES = "files.json"
+TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax's name for a step folder being written
 SAFETY_FACTOR = 1.1  # free space asked for beyond the state's own bytes (metadata, index files)
 
 
@@ -120,8 +121,11 @@ class Checkpointer:
 
   def __init__(self, workdir: str, *, keep: int = 3, asynchronous: bool = True):
     self.root = storage.path(workdir) / CHECKPOINT_DIR
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True,
-                                           enable_async_checkpointing=asynchronous)
+    if storage.is_leader() and self.root.is_dir():
+      for leftover in self.root.glob(f"*{TMP_SUFFIX}*"):  # saves that a crash interrupted
+        logging.warning("removing %s, a checkpoint save that did not complete", leftover)
+        storage.remove_tree(leftover)
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=asynchronous)
     self.manager = ocp.CheckpointManager(
         self.root, options=options,
         item_handlers={"state": ocp.StandardCheckpointHandler(), "data": grain.PyGrainCheckpointHandler(),
@@ -160,7 +164,7 @@ class Checkpointer:
   def _no_space(self, step: int, needed: int, free: int | None) -> PitiError:
     """The error for a save that does not fit; process 0 first removes what the save left behind."""
     if storage.is_leader():
-      for leftover in self.root.glob(f"{step}.orbax-checkpoint-tmp*"):
+      for leftover in self.root.glob(f"{step}{TMP_SUFFIX}*"):
         storage.remove_tree(leftover)
     have = f"{free / 2**20:.0f} MiB free" if free is not None else "the storage is full"
     return PitiError(f"no space to save checkpoint step {step} in {self.root}: it needs about "
