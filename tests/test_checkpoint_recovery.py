@@ -34,7 +34,10 @@ def _iterator(shard_index: int = 0, shard_count: int = 1, workers: int = 0):
 
 
 def _state(step: int, size: int = 1000) -> dict:
-  return {"params": {"w": jax.numpy.full((size,), float(step))}, "step": jax.numpy.int32(step)}
+  """float32 (size,) random values (incompressible), the first one equal to `step`."""
+  values = np.random.default_rng(step).standard_normal(size).astype(np.float32)
+  values[0] = step
+  return {"params": {"w": jax.numpy.asarray(values)}, "step": jax.numpy.int32(step)}
 
 
 def _save_steps(workdir, steps, size=1000):
@@ -166,6 +169,29 @@ def test_full_disk_is_one_message_and_the_previous_checkpoint_stays(tmp_path, ca
     subprocess.run(["umount", str(disk)], check=False)
 
 
+def test_disk_filling_up_during_an_asynchronous_write_is_one_message_too(tmp_path, caplog, monkeypatch):
+  """The free-space check is bypassed so that the write itself meets the full disk (a real ENOSPC)."""
+  disk = tmp_path / "disk"
+  _mount_tmpfs(disk, "size=2m")
+  try:
+    saver = checkpoint.Checkpointer(str(disk), keep=10)
+    iterator = _iterator()
+    saver.save(1, _state(1, 1000), iterator, global_batch_size=BATCH)
+    monkeypatch.setattr(storage, "free_bytes", lambda _: 2**40)
+    saver.save(2, _state(2, 1_000_000), iterator, global_batch_size=BATCH)  # returns; the write fails behind it
+    with pytest.raises(PitiError) as caught:
+      saver.wait()
+    saver.close()
+    message = str(caught.value)
+    assert "\n" not in message and "no space to save checkpoint step 2" in message and "needs about 4 MiB" in message
+    monkeypatch.undo()
+    assert sorted(os.listdir(disk / "checkpoints")) == ["1"]
+    (state, step), _ = _restore_latest(disk, caplog)
+    assert step == 1 and float(state["params"]["w"][0]) == 1.0
+  finally:
+    subprocess.run(["umount", str(disk)], check=False)
+
+
 def test_workdir_that_is_a_file_under_a_file_or_read_only_is_refused(tmp_path):
   file = tmp_path / "file"
   file.write_text("")
@@ -183,7 +209,7 @@ def test_workdir_that_is_a_file_under_a_file_or_read_only_is_refused(tmp_path):
 
 
 def test_live_lock_refuses_and_stale_locks_do_not_block(tmp_path):
-  sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # pylint: disable=consider-using-with
+  sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # pylint: disable=R1732
   try:
     lock_path = tmp_path / LOCK_FILE
     lock_path.write_text(json.dumps({"host": socket.gethostname(), "pid": sleeper.pid, "heartbeat": 0.0}))

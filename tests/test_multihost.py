@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 
-from tests.train_helpers import REPO, shapes_config
+from tests.train_helpers import REPO, shapes_config, subprocess_env
 
 LOSS_LINE = re.compile(r"\[3\] .*?\bloss=([-+0-9.e]+)")
 
@@ -51,14 +51,14 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_two_processes_train_in_lockstep_and_one_process_restores_their_checkpoint(tmp_path):
+def test_two_processes_train_in_lockstep_and_one_process_restores_their_checkpoint(tmp_path, compile_cache):
   from piti_jax.data.datasets import prepare_dataset
 
   data_dir = str(tmp_path / "tfds")
   prepare_dataset(shapes_config("pretrain", data_dir).data)  # once, before both processes read it
   workdir = tmp_path / "run"
   port = _free_port()
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  env = subprocess_env(2, compile_cache)
   processes = []
   for index in range(2):
     command = [

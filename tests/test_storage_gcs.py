@@ -41,9 +41,10 @@ def gcs(tmp_path, monkeypatch):
   port = _free_port()
   url = f"http://127.0.0.1:{port}"
   log = open(tmp_path / "gcs_server.log", "wb")  # pylint: disable=consider-using-with
+  binary = wrapper._get_binary_path()  # pylint: disable=protected-access
   server = subprocess.Popen(  # pylint: disable=consider-using-with
-      [str(wrapper._get_binary_path()), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",  # pylint: disable=protected-access
-       "-port", str(port), "-external-url", url, "-log-level", "warn"], stdout=log, stderr=log)
+      [str(binary), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1", "-port", str(port),
+       "-external-url", url, "-log-level", "warn"], stdout=log, stderr=log)
   try:
     deadline = time.time() + 30
     while True:

@@ -8,13 +8,13 @@ import sys
 import time
 
 from piti_jax.errors import EXIT_PREEMPTED
-from tests.train_helpers import REPO
+from tests.train_helpers import REPO, subprocess_env
 
 METRICS_LINE = re.compile(r"\[(\d+)\] .*loss=")
 STOP_LINE = re.compile(r"preemption notice: saving step (\d+) and stopping")
 
 
-def test_sigterm_leaves_a_checkpoint_of_the_step_it_stopped_at(tmp_path):
+def test_sigterm_leaves_a_checkpoint_of_the_step_it_stopped_at(tmp_path, compile_cache):
   workdir, data_dir = tmp_path / "run", tmp_path / "tfds"
   command = [
       sys.executable, "-m", "piti_jax.main", "--config=configs/shapes.py:pretrain", f"--workdir={workdir}",
@@ -22,7 +22,7 @@ def test_sigterm_leaves_a_checkpoint_of_the_step_it_stopped_at(tmp_path):
       "--config.train.global_batch_size=8", "--config.train.num_steps=100000", "--config.train.save_every=100000",
       "--config.train.log_every=1", "--config.train.eval_every=0", "--config.train.sample_every=0",
   ]
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  env = subprocess_env(8, compile_cache)
   process = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                              text=True)
   deadline = time.time() + 600

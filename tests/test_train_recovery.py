@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from piti_jax.train import checkpoint
-from tests.train_helpers import REPO
+from tests.train_helpers import REPO, subprocess_env
 
 METRICS_LINE = re.compile(r"\[(\d+)\] .*loss=")
 RESUME_LINE = re.compile(r"resuming \S+ from step (\d+)")
@@ -35,12 +35,13 @@ def _steps(directory):
   return sorted(int(d) for d in os.listdir(directory) if d.isdigit())
 
 
-def test_kill_during_a_save_resumes_from_the_newest_complete_checkpoint_and_nan_is_never_saved(tmp_path):
+def test_kill_during_a_save_then_resume_and_nan_is_never_saved(tmp_path, compile_cache):
   workdir, data_dir = tmp_path / "run", tmp_path / "tfds"
   checkpoints = workdir / "checkpoints"
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
-  first = subprocess.Popen(_command(workdir, data_dir, "--config.train.num_steps=100000"), cwd=REPO, env=env,  # pylint: disable=consider-using-with
-                           stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+  env = subprocess_env(8, compile_cache)
+  command = _command(workdir, data_dir, "--config.train.num_steps=100000")
+  first = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE,  # pylint: disable=R1732
+                           stdout=subprocess.DEVNULL, text=True)
   deadline = time.time() + 600
   seen, interrupted = [], []
   try:
@@ -66,8 +67,9 @@ def test_kill_during_a_save_resumes_from_the_newest_complete_checkpoint_and_nan_
   assert complete and any(TMP in d for d in os.listdir(checkpoints))
   newest = complete[-1]
 
-  second = subprocess.run(_command(workdir, data_dir, f"--config.train.num_steps={newest + 5}", "--config.optim.lr=1e30"),
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
+  # lr 1e30: the first resumed step is finite, the update makes the next one non-finite.
+  resume = _command(workdir, data_dir, f"--config.train.num_steps={newest + 5}", "--config.optim.lr=1e30")
+  second = subprocess.run(resume, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
   log = second.stderr
   assert [int(m) for m in RESUME_LINE.findall(log)] == [newest], log[-3000:]
   assert not any(TMP in d for d in os.listdir(checkpoints)), os.listdir(checkpoints)

@@ -3,7 +3,7 @@
 Layout of `<workdir>/checkpoints/<step>/` (local or any epath scheme such as gs://):
   state/                      the TrainState pytree (written asynchronously, every process its shards)
   data/process_<i>-of-<n>.json  each process's grain iterator state
-  run/                        {"global_batch_size", "process_count"} of the run that wrote it
+  run/metadata                {"global_batch_size", "process_count"} of the run that wrote it
   files.json                  {relative path: size in bytes} of every file above, written by process 0
                               once orbax reports the step complete
 Orbax writes a step under `<step>.orbax-checkpoint-tmp-*` and renames it when complete, so an
@@ -109,11 +109,8 @@ def _writer_count(step_dir: epath.Path, default: int) -> int:
 
 def read_run_info(step_dir: epath.Path) -> dict | None:
   """The `run` item of a checkpoint ({"global_batch_size", "process_count"}) or None for older ones."""
-  for name in ("run/metadata", "run"):
-    candidate = step_dir / name
-    if candidate.is_file():
-      return json.loads(candidate.read_text())
-  return None
+  path = step_dir / "run" / "metadata"  # where orbax's JSON handler writes the item
+  return json.loads(path.read_text()) if path.is_file() else None
 
 
 class Checkpointer:
