@@ -100,6 +100,7 @@ def test_damaged_newest_checkpoint_is_reported_and_the_previous_one_restored(tmp
   reference = _iterator()
   next(reference)
   assert iterator.get_state() == reference.get_state()  # the data position of step 1
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2.damaged"]  # step 2 can be saved again
 
 
 def test_no_usable_checkpoint_stops_naming_every_step_and_file(tmp_path, caplog):

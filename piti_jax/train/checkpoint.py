@@ -12,7 +12,8 @@ interrupted save never becomes a step; leftover temporary folders are removed on
 Resumption (`Checkpointer.restore_latest`) tries the newest step first. A step whose files do not
 match its `files.json` (a truncated or missing file), that lacks `state/_METADATA` or its data
 file, or that is empty is reported in a warning naming the step and the file, and the next older
-step is tried; when none is usable the run stops with a PitiError naming each step and file.
+step is tried; the damaged folders are then renamed `<step>.damaged` so the run can save those
+steps again. When no step is usable the run stops with a PitiError naming each step and file.
 
 Elastic restore: the state is restored into the shardings of the current mesh, whatever mesh wrote
 it. The data position is the iterator state when the process count is unchanged; otherwise every
@@ -31,6 +32,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
+from jax.experimental import multihost_utils
 
 from piti_jax import storage
 from piti_jax.errors import PitiError
@@ -39,6 +41,7 @@ from piti_jax.train.params import ParamTree, merge_trees
 CHECKPOINT_DIR = "checkpoints"
 FILES = "files.json"
 TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax's name for a step folder being written
+DAMAGED_SUFFIX = ".damaged"  # a damaged step folder, renamed when the run resumed from an older step
 SAFETY_FACTOR = 1.1  # free space asked for beyond the state's own bytes (metadata, index files)
 
 
@@ -212,19 +215,32 @@ class Checkpointer:
 
     Damaged steps are reported (warning naming the step and the file) and skipped.
     """
-    problems = []
+    problems, damaged = [], []
     for step in sorted(self.manager.all_steps(), reverse=True):
       problem = find_damage(self.root / str(step), jax.process_count())
       if problem is None:
-        if problems:
+        if damaged:
           logging.warning("resuming from step %d, the newest intact checkpoint", step)
+          self._set_aside(damaged)
         return self.restore(step, abstract_state, data_iterator, global_batch_size=global_batch_size), step
       logging.warning("checkpoint step %d is damaged and is skipped: %s", step, problem)
       problems.append(f"step {step}: {problem}")
+      damaged.append(step)
     if problems:
       raise PitiError(f"no usable checkpoint in {self.root} ({'; '.join(problems)}); move the damaged step "
                       "folders away to start from scratch, or use a new workdir.")
     return None
+
+  def _set_aside(self, steps: list[int]) -> None:
+    """Renames damaged step folders to `<step>.damaged` (kept for inspection, no longer a step)."""
+    if storage.is_leader():
+      for step in steps:
+        target = self.root / f"{step}{DAMAGED_SUFFIX}"
+        storage.remove_tree(target)
+        (self.root / str(step)).rename(target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"piti_jax.checkpoint.set_aside:{self.root}")
+    self.manager.reload()
 
   def reached_preemption(self, step: int) -> bool:
     """True when the multi-host preemption sync point says to save and stop."""
