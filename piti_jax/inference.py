@@ -27,10 +27,8 @@ so a failed run leaves nothing that looks finished:
 
 import dataclasses
 import functools
-import glob
 import io
 import json
-import os
 import time
 from typing import Any, Callable
 
@@ -81,20 +79,21 @@ class Inputs:
 
 def _condition_files(spec: str, task: str) -> list[tuple[str, Any]]:
   """(name, path or (normal, depth) paths) per condition named by input.paths."""
-  if os.path.isdir(spec):
+  folder = storage.path(spec)
+  if folder.is_dir():
     if task == "depth":
-      normals = sorted(glob.glob(os.path.join(spec, "*_normal.png")))
-      pairs = [(os.path.basename(n)[:-len("_normal.png")], (n, n[:-len("_normal.png")] + "_depth.png"))
+      normals = sorted(str(n) for n in folder.glob("*_normal.png"))
+      pairs = [(storage.path(n).name[:-len("_normal.png")], (n, n[:-len("_normal.png")] + "_depth.png"))
                for n in normals]
       for _, (_, depth) in pairs:
-        if not os.path.isfile(depth):
+        if not storage.path(depth).is_file():
           raise PitiError(f"{depth} is missing: the depth task needs <name>_normal.png and <name>_depth.png pairs.")
       files = pairs
     else:
-      files = [(os.path.splitext(f)[0], os.path.join(spec, f)) for f in sorted(os.listdir(spec))
-               if f.lower().endswith(IMAGE_SUFFIXES)]
+      files = [(f.stem, str(f)) for f in sorted(folder.iterdir()) if f.name.lower().endswith(IMAGE_SUFFIXES)]
     if not files:
-      raise PitiError(f"input folder {spec} has no condition images ({'<name>_normal.png + <name>_depth.png pairs' if task == 'depth' else ', '.join(IMAGE_SUFFIXES)}); "
+      wanted = "<name>_normal.png + <name>_depth.png pairs" if task == "depth" else ", ".join(IMAGE_SUFFIXES)
+      raise PitiError(f"input folder {spec} has no condition images ({wanted}); "
                       "put the condition PNGs there or pass input.paths=file1,file2.")
     return files
   files = []
@@ -103,11 +102,11 @@ def _condition_files(spec: str, task: str) -> list[tuple[str, Any]]:
       parts = item.split("+")
       if len(parts) != 2:
         raise PitiError(f"input {item!r}: the depth task takes normal.png+depth.png pairs.")
-      files.append((os.path.splitext(os.path.basename(parts[0]))[0], tuple(parts)))
+      files.append((storage.path(parts[0]).stem, tuple(parts)))
     else:
-      if not os.path.exists(item):
+      if not storage.path(item).exists():
         raise PitiError(f"condition file {item} does not exist; pass existing files or a folder in input.paths.")
-      files.append((os.path.splitext(os.path.basename(item))[0], item))
+      files.append((storage.path(item).stem, item))
   if not files:
     raise PitiError("input.paths is empty; pass a folder or comma-separated condition files, or input.split.")
   return files
