@@ -51,11 +51,8 @@ def write_text(target: PathLike, text: str) -> None:
 
 
 def write_json(target: PathLike, value: Any) -> None:
+  """Like `write_text`, for a JSON value."""
   write_text(target, json.dumps(value, indent=2, sort_keys=True))
-
-
-def read_json(source: PathLike) -> Any:
-  return json.loads(path(source).read_text())
 
 
 def write_bytes(target: PathLike, data: bytes) -> None:
