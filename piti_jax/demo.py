@@ -15,7 +15,6 @@ last checkpoint). Progress lines give the stage, step, loss and ETA.
 """
 
 import json
-import os
 import time
 from typing import Any
 
@@ -23,6 +22,7 @@ import jax
 import ml_collections
 from absl import logging
 
+from piti_jax import storage
 from piti_jax.errors import PitiError
 from piti_jax.evaluation import runner as evaluation
 from piti_jax.train import config as train_config
@@ -53,11 +53,11 @@ class _Progress:
 
 
 def export_dir(workdir: str) -> str | None:
-  export = os.path.join(workdir, "export")
-  if not os.path.isdir(export):
+  export = storage.path(workdir) / "export"
+  if not export.is_dir():
     return None
-  entries = sorted(os.listdir(export))
-  return os.path.join(export, entries[0]) if entries else None
+  entries = sorted(e.name for e in export.iterdir() if not e.name.endswith(".tmp"))
+  return str(export / entries[0]) if entries else None
 
 
 def _merge(target: ml_collections.ConfigDict, changes: ml_collections.ConfigDict) -> None:
@@ -74,7 +74,7 @@ def stage_config(config: ml_collections.ConfigDict, name: str, workdir: str) -> 
   stage = config.stages[name]
   job = train_config.load_config_file(config.jobs_file, stage.job)
   job.seed = config.seed
-  job.data.data_dir = os.path.join(workdir, "tfds")
+  job.data.data_dir = str(storage.path(workdir) / "tfds")
   job.data.train_size, job.data.val_size = config.data.train_size, config.data.val_size
   job.train.num_steps = stage.steps
   job.train.global_batch_size = stage.batch_size
@@ -91,13 +91,13 @@ def stage_config(config: ml_collections.ConfigDict, name: str, workdir: str) -> 
       raise PitiError(f"demo stage {name}: configs/shapes.py:{stage.job} has no init.{init_name}; "
                       f"it has {', '.join(job_init) or 'none'}.")
     job.init[init_name] = job_init[init_name]
-    job.init[init_name].path = os.path.join(workdir, source)
+    job.init[init_name].path = str(storage.path(workdir) / source)
   return job
 
 
 def train_stage(config: ml_collections.ConfigDict, name: str, workdir: str) -> tuple[str, bool]:
   """Trains (or resumes, or reuses) one stage -> (its exported model checkpoint, whether reused)."""
-  stage_dir = os.path.join(workdir, name)
+  stage_dir = str(storage.path(workdir) / name)
   export = export_dir(stage_dir)
   if export is not None:
     _say(f"{name}: done before, reusing {export}")
@@ -116,8 +116,8 @@ def train_stage(config: ml_collections.ConfigDict, name: str, workdir: str) -> t
 def fresh_encoder_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, bool]:
   """The prior's decoder with a freshly initialised encoder (what stage 1 starts from), exported
   -> (its directory, whether reused)."""
-  directory = os.path.join(workdir, "fresh")
-  if os.path.isdir(directory):
+  directory = str(storage.path(workdir) / "fresh")
+  if storage.path(directory).is_dir():
     return directory, True
   from piti_jax.models import checkpoint as model_checkpoint  # pylint: disable=import-outside-toplevel
   from piti_jax.train import partition  # pylint: disable=import-outside-toplevel
@@ -144,7 +144,7 @@ def sample_config(config: ml_collections.ConfigDict, workdir: str, base: str, up
   sample.base.sample = config.evaluation.base_sample
   sample.upsampler.checkpoint = upsampler or ""
   sample.upsampler.sample = config.evaluation.upsampler_sample
-  sample.output_name = os.path.join("samples", name)
+  sample.output_name = f"samples/{name}"
   sample.batch_size = config.evaluation.batch_size
   return sample
 
@@ -154,8 +154,8 @@ def sample_stage(config: ml_collections.ConfigDict, workdir: str, name: str, bas
   """Samples the validation masks with one base model (and the upsampler) -> (folder, whether reused)."""
   from piti_jax import inference  # pylint: disable=import-outside-toplevel
 
-  folder = os.path.join(workdir, "samples", name)
-  if os.path.isfile(os.path.join(folder, inference.MANIFEST)):
+  folder = str(storage.path(workdir) / "samples" / name)
+  if (storage.path(folder) / inference.MANIFEST).is_file():
     _say(f"samples/{name}: done before")
     return folder, True
   _say(f"samples/{name}: {config.evaluation.count} validation masks")
@@ -166,11 +166,10 @@ def sample_stage(config: ml_collections.ConfigDict, workdir: str, name: str, bas
 
 def _earlier_timings(workdir: str) -> dict[str, dict]:
   """The timings of the report an earlier run wrote in `workdir` ({} if there is none)."""
-  path = os.path.join(workdir, "report.json")
-  if not os.path.isfile(path):
+  path = storage.path(workdir) / "report.json"
+  if not path.is_file():
     return {}
-  with open(path) as f:
-    return json.load(f).get("timings", {})
+  return json.loads(path.read_text()).get("timings", {})
 
 
 def _number(value: Any, digits: int = 3) -> str:
@@ -179,7 +178,7 @@ def _number(value: Any, digits: int = 3) -> str:
 
 def write_report(workdir: str, report: dict) -> str:
   """report.json (everything) and report.md (the comparison a person reads first)."""
-  evaluation.write_json(os.path.join(workdir, "report.json"), report)
+  evaluation.write_json(storage.path(workdir) / "report.json", report)
   rows = report["models"]
   base_size = rows["stage2"]["manifest"]["base"]["image_size"]
   ceiling = rows["stage2"]["layout"]["ceiling_ground_truth"]
@@ -224,16 +223,15 @@ def write_report(workdir: str, report: dict) -> str:
   ]
   for name, entry in report["timings"].items():
     lines.append(f"| {name} | {entry.get('steps', '')} | {entry['seconds'] / 60:.1f} |")
-  path = os.path.join(workdir, "report.md")
-  with open(f"{path}.tmp", "w") as f:
-    f.write("\n".join(lines) + "\n")
-  os.replace(f"{path}.tmp", path)
-  return path
+  path = storage.path(workdir) / "report.md"
+  if storage.is_leader():
+    storage.write_text(path, "\n".join(lines) + "\n")
+  return str(path)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Runner of mode=demo (see the module docstring)."""
-  os.makedirs(workdir, exist_ok=True)
+  storage.prepare_workdir(workdir, create=storage.is_leader())
   start = time.perf_counter()
   timings: dict[str, dict] = {}
   earlier = _earlier_timings(workdir)

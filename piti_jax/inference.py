@@ -27,10 +27,8 @@ so a failed run leaves nothing that looks finished:
 
 import dataclasses
 import functools
-import glob
+import io
 import json
-import os
-import shutil
 import time
 from typing import Any, Callable
 
@@ -41,7 +39,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from PIL import Image
 
-from piti_jax import grids, sampling
+from piti_jax import grids, sampling, storage
 from piti_jax.data import conditions
 from piti_jax.errors import PitiError
 from piti_jax.models import checkpoint as model_checkpoint
@@ -81,20 +79,21 @@ class Inputs:
 
 def _condition_files(spec: str, task: str) -> list[tuple[str, Any]]:
   """(name, path or (normal, depth) paths) per condition named by input.paths."""
-  if os.path.isdir(spec):
+  folder = storage.path(spec)
+  if folder.is_dir():
     if task == "depth":
-      normals = sorted(glob.glob(os.path.join(spec, "*_normal.png")))
-      pairs = [(os.path.basename(n)[:-len("_normal.png")], (n, n[:-len("_normal.png")] + "_depth.png"))
+      normals = sorted(str(n) for n in folder.glob("*_normal.png"))
+      pairs = [(storage.path(n).name[:-len("_normal.png")], (n, n[:-len("_normal.png")] + "_depth.png"))
                for n in normals]
       for _, (_, depth) in pairs:
-        if not os.path.isfile(depth):
+        if not storage.path(depth).is_file():
           raise PitiError(f"{depth} is missing: the depth task needs <name>_normal.png and <name>_depth.png pairs.")
       files = pairs
     else:
-      files = [(os.path.splitext(f)[0], os.path.join(spec, f)) for f in sorted(os.listdir(spec))
-               if f.lower().endswith(IMAGE_SUFFIXES)]
+      files = [(f.stem, str(f)) for f in sorted(folder.iterdir()) if f.name.lower().endswith(IMAGE_SUFFIXES)]
     if not files:
-      raise PitiError(f"input folder {spec} has no condition images ({'<name>_normal.png + <name>_depth.png pairs' if task == 'depth' else ', '.join(IMAGE_SUFFIXES)}); "
+      wanted = "<name>_normal.png + <name>_depth.png pairs" if task == "depth" else ", ".join(IMAGE_SUFFIXES)
+      raise PitiError(f"input folder {spec} has no condition images ({wanted}); "
                       "put the condition PNGs there or pass input.paths=file1,file2.")
     return files
   files = []
@@ -103,11 +102,11 @@ def _condition_files(spec: str, task: str) -> list[tuple[str, Any]]:
       parts = item.split("+")
       if len(parts) != 2:
         raise PitiError(f"input {item!r}: the depth task takes normal.png+depth.png pairs.")
-      files.append((os.path.splitext(os.path.basename(parts[0]))[0], tuple(parts)))
+      files.append((storage.path(parts[0]).stem, tuple(parts)))
     else:
-      if not os.path.exists(item):
+      if not storage.path(item).exists():
         raise PitiError(f"condition file {item} does not exist; pass existing files or a folder in input.paths.")
-      files.append((os.path.splitext(os.path.basename(item))[0], item))
+      files.append((storage.path(item).stem, item))
   if not files:
     raise PitiError("input.paths is empty; pass a folder or comma-separated condition files, or input.split.")
   return files
@@ -156,15 +155,16 @@ def resolve_checkpoint(path: str, what: str) -> str:
   """A model checkpoint directory: `path` itself, or a training workdir's single export."""
   if not path:
     raise PitiError(f"config.{what}.checkpoint is empty; pass a model checkpoint or a training workdir.")
-  if os.path.isfile(os.path.join(path, model_checkpoint.CONFIG_FILE)):
+  directory = storage.path(path)
+  if (directory / model_checkpoint.CONFIG_FILE).is_file():
     return path
-  exports = sorted(glob.glob(os.path.join(path, "export", "*", model_checkpoint.CONFIG_FILE)))
+  exports = sorted(str(e.parent) for e in directory.glob(f"export/*/{model_checkpoint.CONFIG_FILE}"))
   if len(exports) == 1:
-    return os.path.dirname(exports[0])
-  if not os.path.exists(path):
+    return exports[0]
+  if not directory.exists():
     raise PitiError(f"config.{what}.checkpoint={path} does not exist; check the path.")
   if len(exports) > 1:
-    raise PitiError(f"{path} has several exports ({', '.join(os.path.dirname(e) for e in exports)}); pass one.")
+    raise PitiError(f"{path} has several exports ({', '.join(exports)}); pass one.")
   raise PitiError(f"config.{what}.checkpoint={path} is neither a model checkpoint (no "
                   f"{model_checkpoint.CONFIG_FILE}) nor a finished training workdir (no export/); "
                   "convert the release weights with piti_jax.convert or finish the training run.")
@@ -224,10 +224,17 @@ def _sample_all(model: LoadedModel, cond: np.ndarray, low_res: np.ndarray | None
   return np.concatenate(out)
 
 
-def _save_pngs(directory: str, names: list[str], images: np.ndarray) -> None:
-  os.makedirs(directory, exist_ok=True)
+def _png(image: np.ndarray) -> bytes:
+  """uint8 (H, W, C) with C = 1 or 3 -> PNG bytes."""
+  buffer = io.BytesIO()
+  Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(buffer, format="PNG")
+  return buffer.getvalue()
+
+
+def _save_pngs(directory, names: list[str], images: np.ndarray) -> None:
+  directory.mkdir(parents=True, exist_ok=True)
   for name, image in zip(names, images):
-    Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(os.path.join(directory, f"{name}.png"))
+    (directory / f"{name}.png").write_bytes(_png(image))
 
 
 def _unit(images: np.ndarray) -> np.ndarray:
@@ -295,26 +302,26 @@ def run_pipeline(config: ml_collections.ConfigDict, out_dir: str) -> dict:
 def _write_folder(out_dir: str, names: list[str], images: dict[str, np.ndarray], grid: np.ndarray,
                   manifest: dict) -> None:
   """Writes every image set, the grid and the manifest into out_dir.tmp, then renames it to out_dir."""
-  tmp_dir = f"{out_dir}.tmp"
-  shutil.rmtree(tmp_dir, ignore_errors=True)
+  out_dir = storage.path(out_dir)
+  tmp_dir = out_dir.parent / f"{out_dir.name}.tmp"
+  storage.remove_tree(tmp_dir)
   for folder, array in images.items():
-    _save_pngs(os.path.join(tmp_dir, folder), names, array)
-  Image.fromarray(grid).save(os.path.join(tmp_dir, "grid.png"))
-  with open(os.path.join(tmp_dir, MANIFEST), "w") as f:
-    json.dump(manifest, f, indent=2)
-  shutil.rmtree(out_dir, ignore_errors=True)
-  os.replace(tmp_dir, out_dir)
+    _save_pngs(tmp_dir / folder, names, array)
+  (tmp_dir / "grid.png").write_bytes(_png(grid))
+  (tmp_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
+  storage.remove_tree(out_dir)
+  tmp_dir.rename(out_dir)
 
 
 def _describe(model: LoadedModel) -> dict:
-  return {"checkpoint": os.path.abspath(model.directory), "preset": model.config.name,
+  return {"checkpoint": str(storage.path(model.directory)), "preset": model.config.name,
           "image_size": model.config.image_size, "sampler": model.sampler.config.describe(),
           "network_evaluations_per_image": model.sampler.network_evaluations}
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Runner of mode=sample (see piti_jax/main.py)."""
-  out_dir = os.path.join(workdir, config.output_name)
+  out_dir = storage.path(workdir) / config.output_name
   manifest = run_pipeline(config, out_dir)
   logging.info("wrote %d samples to %s in %.1f s (%.2f images/s)", manifest["count"], out_dir,
                manifest["timings"]["total_s"], manifest["timings"]["images_per_s"])

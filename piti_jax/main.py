@@ -12,7 +12,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from piti_jax.errors import PitiError
+from piti_jax import storage
+from piti_jax.errors import EXIT_ERROR, EXIT_PREEMPTED, PitiError, Preempted
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Job config file (configs/<job>.py[:args]).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples.")
@@ -58,6 +59,40 @@ def get_runner(mode: str):
   return getattr(importlib.import_module(module_name), function_name)
 
 
+def _config_path(argv: list[str]) -> str | None:
+  """The file part of the --config argument (before an optional `:job`), if one is given."""
+  for index, arg in enumerate(argv):
+    if arg.startswith(("--config=", "-config=")):
+      return arg.split("=", 1)[1].split(":", 1)[0]
+    if arg in ("--config", "-config") and index + 1 < len(argv):
+      return argv[index + 1].split(":", 1)[0]
+  return None
+
+
+def _one_line(error: BaseException) -> str:
+  """An exception's message on one line (ml_collections puts its "Did you mean" hint on a second line)."""
+  text = str(error.args[0]) if error.args else str(error)
+  if isinstance(error, AttributeError) and isinstance(error.__context__, KeyError):
+    text = str(error.__context__.args[0])
+  return " ".join(text.split())
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing with every failure (also while the config file is read) as a PitiError."""
+  path = _config_path(argv)
+  if path is not None and not os.path.isfile(path):
+    raise PitiError(f"config file {path} does not exist; pass the path of a configs/<job>.py file.")
+  try:
+    remaining = flags.FLAGS(argv)
+    _ = _CONFIG.value  # a config file that fails to load reports here
+  except PitiError:
+    raise
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as error:
+    raise PitiError(f"bad command line: {_one_line(error)}; check the flag names against the config file "
+                    "(python -m piti_jax.main --helpfull lists the flags).") from error
+  return remaining
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -66,6 +101,7 @@ def main(argv) -> None:
     raise PitiError("no --config given; pass --config=configs/<job>.py.")
   if _WORKDIR.value is None:
     raise PitiError("no --workdir given; pass --workdir=DIR for checkpoints, logs and samples.")
+  storage.prepare_workdir(_WORKDIR.value, create=False)  # a file, or a path under one, is refused at once
   runner = get_runner(config.mode)
   initialize_distributed()
   import jax
@@ -76,13 +112,20 @@ def main(argv) -> None:
 
 
 def console_main() -> None:
-  """The `piti-jax` console script: a project error (also one raised while the config file is
-  read) is reported in one line, with exit status 2."""
+  """The `piti-jax` console script.
+
+  Exit status: 0 when the job finished; 2 (EXIT_ERROR) for a project error, also one met while the
+  command line or the config file is read, reported in one line; 75 (EXIT_PREEMPTED) when a
+  preemption notice stopped the run after it saved its state (run the same command to resume).
+  """
   try:
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
   except PitiError as error:
     print(f"piti-jax: error: {error}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(EXIT_ERROR)
+  except Preempted as stop:
+    print(f"piti-jax: preempted: {stop}", file=sys.stderr)
+    sys.exit(EXIT_PREEMPTED)
 
 
 if __name__ == "__main__":

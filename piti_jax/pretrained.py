@@ -6,17 +6,19 @@ network, HED edges, the FID Inception network), so none of them imports another'
 - `load_torch_state_dict(path)`: a PyTorch state dict (or TorchScript archive) as float32
   NumPy arrays; needs PyTorch (the `convert` extra), imported only here.
 - `cache_dir()`, `cache_path(kind, source)`, `read_cached(path)`, `write_cached(path, arrays)`:
-  converted arrays are stored as .npz under $PITI_JAX_CACHE (default ~/.cache/piti_jax),
-  keyed by the source file's path, size and modification time, written atomically.
+  converted arrays are stored as .npz under $PITI_JAX_CACHE (default ~/.cache/piti_jax; any
+  epath location, e.g. gs://), keyed by the source file's path, size and modification time,
+  written atomically.
 """
 
 import hashlib
+import io
 import os
-import tempfile
 
 import numpy as np
 from absl import logging
 
+from piti_jax import storage
 from piti_jax.errors import PitiError
 
 CACHE_ENV = "PITI_JAX_CACHE"
@@ -28,27 +30,28 @@ Arrays = dict[str, np.ndarray]
 
 def cache_dir() -> str:
   """Directory of converted pretrained weights: $PITI_JAX_CACHE or ~/.cache/piti_jax."""
-  return os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "piti_jax")
+  return str(storage.path(os.environ.get(CACHE_ENV) or "~/.cache/piti_jax"))
 
 
 def source_digest(path: str) -> str:
   """16 hex digits identifying a source file by absolute path, size and mtime (not content)."""
-  stat = os.stat(path)
-  identity = f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}|{CACHE_VERSION}"
+  source = storage.path(path)
+  stat = source.stat()
+  identity = f"{source}|{stat.length}|{stat.mtime}|{CACHE_VERSION}"
   return hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
 def cache_path(kind: str, source: str) -> str:
   """Cache file of the arrays converted from `source`: <cache_dir>/<kind>_<digest>.npz."""
-  return os.path.join(cache_dir(), f"{kind}_{source_digest(source)}.npz")
+  return str(storage.path(cache_dir()) / f"{kind}_{source_digest(source)}.npz")
 
 
 def read_cached(path: str) -> Arrays | None:
   """The arrays of a cache file, or None when it is missing or unreadable (then convert again)."""
-  if not os.path.isfile(path):
+  if not storage.path(path).is_file():
     return None
   try:
-    with np.load(path) as cached:
+    with np.load(io.BytesIO(storage.path(path).read_bytes())) as cached:
       return {key: cached[key] for key in cached.files}
   except (OSError, ValueError, KeyError) as error:
     logging.warning("ignoring unreadable weight cache %s (%s)", path, error)
@@ -57,16 +60,10 @@ def read_cached(path: str) -> Arrays | None:
 
 def write_cached(path: str, arrays: Arrays) -> None:
   """Writes the .npz atomically (temp file + rename); a failure to write only logs a warning."""
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
   try:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(suffix=".npz", dir=os.path.dirname(path))
-    try:
-      with os.fdopen(fd, "wb") as f:
-        np.savez(f, **arrays)
-      os.replace(tmp_path, path)
-    finally:
-      if os.path.exists(tmp_path):
-        os.remove(tmp_path)
+    storage.write_bytes(path, buffer.getvalue())
   except OSError as error:  # e.g. a read-only home directory: work on, uncached
     logging.warning("could not cache converted weights at %s (%s); set $%s to a writable directory", path, error,
                     CACHE_ENV)

@@ -21,4 +21,12 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the first pytest process (x
 
 import jax  # noqa: E402  (must come after the environment is set)
 
+import pytest  # noqa: E402
+
 assert jax.device_count() == 8, "tests/conftest.py must run before anything imports jax"
+
+
+@pytest.fixture(scope="session")
+def compile_cache() -> str:
+  """The session's persistent JAX compile cache directory (above), for the subprocesses tests start."""
+  return os.environ["JAX_COMPILATION_CACHE_DIR"]

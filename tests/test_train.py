@@ -131,6 +131,38 @@ def test_data_parallel_and_fsdp_steps_agree(data_dir):
     np.testing.assert_allclose(value, flatten(params_fsdp)[path], rtol=1e-5, atol=1e-6, err_msg=path)
 
 
+def test_checkpoint_of_one_mesh_resumes_on_another_with_the_same_next_step(data_dir, tmp_path):
+  """Saved on data=8, resumed on data=2 x fsdp=4: same state, data position and step-3 loss."""
+  from piti_jax.train import checkpoint  # pylint: disable=import-outside-toplevel
+
+  config = shapes_config("pretrain", data_dir, num_steps=3, save_every=2)
+  config.mesh.data, config.mesh.fsdp = 8, 1
+  straight = loop.train(config, str(tmp_path / "straight"))
+  config.train.num_steps = 2
+  loop.train(config, str(tmp_path / "elastic"))
+  restored = {}
+  for data, fsdp in ((8, 1), (2, 4)):
+    mesh = partition.make_mesh(data, fsdp)
+    with jax.set_mesh(mesh):
+      trainer = loop.Trainer(config, mesh)
+      iterator, _ = loop._data_iterators(config)  # pylint: disable=protected-access
+      saver = checkpoint.Checkpointer(str(tmp_path / "elastic"))
+      state = saver.restore(2, trainer.abstract_sharded_state(), iterator, global_batch_size=8)
+      saver.close()
+      restored[fsdp] = (host(state), iterator.get_state())
+  assert any("fsdp" in str(leaf.sharding.spec) for leaf in jax.tree.leaves(state.params))
+  (a, data_a), (b, data_b) = restored[1], restored[4]
+  assert data_a == data_b
+  for tree_a, tree_b in ((a.params, b.params), (a.ema, b.ema), (a.opt_state, b.opt_state)):
+    for leaf_a, leaf_b in zip(jax.tree.leaves(tree_a), jax.tree.leaves(tree_b), strict=True):
+      np.testing.assert_array_equal(leaf_a, leaf_b)
+  config.mesh.data, config.mesh.fsdp = 2, 4
+  config.train.num_steps = 3
+  resumed = loop.train(config, str(tmp_path / "elastic"))
+  assert [s for s, _ in resumed.history] == [3]
+  np.testing.assert_allclose(resumed.history[-1][1]["loss"], straight.history[-1][1]["loss"], rtol=1e-5)
+
+
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, monkeypatch):
   step = loop.Trainer.step
 

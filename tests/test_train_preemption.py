@@ -1,4 +1,4 @@
-"""SIGTERM during a run: the loop saves the step it reached and exits cleanly (subprocess)."""
+"""SIGTERM during a run: the loop saves the step it reached and exits with status 75 (subprocess)."""
 
 import os
 import re
@@ -7,13 +7,14 @@ import subprocess
 import sys
 import time
 
-from tests.train_helpers import REPO
+from piti_jax.errors import EXIT_PREEMPTED
+from tests.train_helpers import REPO, subprocess_env
 
 METRICS_LINE = re.compile(r"\[(\d+)\] .*loss=")
 STOP_LINE = re.compile(r"preemption notice: saving step (\d+) and stopping")
 
 
-def test_sigterm_leaves_a_checkpoint_of_the_step_it_stopped_at(tmp_path):
+def test_sigterm_leaves_a_checkpoint_of_the_step_it_stopped_at(tmp_path, compile_cache):
   workdir, data_dir = tmp_path / "run", tmp_path / "tfds"
   command = [
       sys.executable, "-m", "piti_jax.main", "--config=configs/shapes.py:pretrain", f"--workdir={workdir}",
@@ -21,7 +22,7 @@ def test_sigterm_leaves_a_checkpoint_of_the_step_it_stopped_at(tmp_path):
       "--config.train.global_batch_size=8", "--config.train.num_steps=100000", "--config.train.save_every=100000",
       "--config.train.log_every=1", "--config.train.eval_every=0", "--config.train.sample_every=0",
   ]
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  env = subprocess_env(8, compile_cache)
   process = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                              text=True)
   deadline = time.time() + 600
@@ -40,7 +41,8 @@ def test_sigterm_leaves_a_checkpoint_of_the_step_it_stopped_at(tmp_path):
   finally:
     if process.poll() is None:
       process.kill()
-  assert process.returncode == 0, rest[-3000:]
+  assert process.returncode == EXIT_PREEMPTED == 75, rest[-3000:]
+  assert len([line for line in rest.splitlines() if line.startswith("piti-jax: preempted:")]) == 1, rest[-3000:]
   stopped = [int(m.group(1)) for m in STOP_LINE.finditer(rest)]
   assert len(stopped) == 1, rest[-3000:]
   saved = sorted(int(d) for d in os.listdir(workdir / "checkpoints") if d.isdigit())

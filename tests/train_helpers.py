@@ -27,3 +27,14 @@ def shapes_config(job: str, data_dir: str, **train):
   for name, value in train.items():
     config.train[name] = value
   return config
+
+
+def subprocess_env(devices: int, compile_cache: str) -> dict[str, str]:
+  """Environment of a JAX subprocess with `devices` fake CPU devices and the shared persistent compile cache.
+
+  Subprocesses that compile the same step (the shapes pretrain job on 8 devices) then compile it once per
+  test session (measured here: a 2-step run took 84 s with an empty cache, 25 s with a filled one).
+  """
+  return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+              JAX_COMPILATION_CACHE_DIR=compile_cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")

@@ -21,6 +21,7 @@ import sys
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 from piti_jax.convert.pipeline import convert_to_checkpoint  # noqa: E402  (after the platform choice)
+from piti_jax import storage  # noqa: E402
 from piti_jax.errors import PitiError  # noqa: E402
 from piti_jax.models.task_encoder import TASK_CHANNELS  # noqa: E402
 from piti_jax.pretrained import load_torch_state_dict  # noqa: E402
@@ -45,7 +46,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   try:
-    if os.path.exists(args.out) and not args.overwrite:
+    if storage.path(args.out).exists() and not args.overwrite:
       raise PitiError(f"--out {args.out} already exists; choose a new directory or pass --overwrite.")
     state_dict = load_torch_state_dict(args.src)
     report = convert_to_checkpoint(state_dict, args.model, args.out, task=args.task, seed=args.seed,
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"piti-jax convert: error: {error}", file=sys.stderr)
     return 2
   print(report.summary())
-  print(f"wrote {os.path.abspath(args.out)}")
+  print(f"wrote {storage.path(args.out)}")
   return 0
 
 

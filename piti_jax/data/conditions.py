@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from piti_jax import storage
 from piti_jax.errors import PitiError
 
 UNLABELLED = 255
@@ -235,7 +236,7 @@ def _open_image(path: str):
   from PIL import Image, UnidentifiedImageError
 
   try:
-    with Image.open(path) as image:
+    with storage.path(path).open("rb") as f, Image.open(f) as image:
       image.load()
       return image.copy()
   except FileNotFoundError as error:

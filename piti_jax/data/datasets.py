@@ -51,7 +51,7 @@ def prepare_dataset(config: ml_collections.ConfigDict):
   download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
   data_dir = expanded_data_dir(config)
   if "://" in data_dir:  # a remote file system (gs://...) has no flock: prepare there from one process
-    builder.download_and_prepare(download_config=download_config)
+    _download_and_prepare(builder, config, download_config)
     return make_builder(config)
   os.makedirs(data_dir, exist_ok=True)
   with open(os.path.join(data_dir, f".{config.name}.prepare.lock"), "w") as lock:
@@ -59,11 +59,26 @@ def prepare_dataset(config: ml_collections.ConfigDict):
     try:
       builder = make_builder(config)  # another process may have finished while this one waited
       if not builder.is_prepared():
-        builder.download_and_prepare(download_config=download_config)
+        _download_and_prepare(builder, config, download_config)
         builder = make_builder(config)
     finally:
       fcntl.flock(lock, fcntl.LOCK_UN)
   return builder
+
+
+def _download_and_prepare(builder, config: ml_collections.ConfigDict, download_config) -> None:
+  """builder.download_and_prepare, with a split of no readable example reported as a PitiError."""
+  try:
+    builder.download_and_prepare(download_config=download_config)
+  except AssertionError as error:  # tfds's writer asserts that a split yielded something
+    if "No examples were yielded" not in str(error):
+      raise
+    skipped = getattr(getattr(builder, "bad_inputs", None), "skipped", [])
+    first = f"; the first unreadable input: {skipped[0]['file']} ({skipped[0]['reason']})" if skipped else ""
+    split = str(error).split('"')[1] if '"' in str(error) else "?"
+    raise PitiError(f"no readable example was found for split {split!r} of dataset {config.name!r} in "
+                    f"{config.manual_dir or builder.data_dir} ({len(skipped)} inputs skipped as unreadable{first}); "
+                    "check or replace those files.") from error
 
 
 def expanded_data_dir(config: ml_collections.ConfigDict) -> str:

@@ -15,7 +15,6 @@ of the sampler including its compilation.
 """
 
 import json
-import os
 import time
 from typing import Callable
 
@@ -30,6 +29,7 @@ from piti_jax.diffusion.analytic import gaussian_data_model_fn
 from piti_jax.diffusion.gaussian import make_diffusion
 from piti_jax.diffusion.samplers import SPACINGS
 from piti_jax.diffusion.schedules import SCHEDULE_NAMES
+from piti_jax import storage
 from piti_jax.errors import PitiError
 
 SAMPLERS = ("ddpm", "ddim", "dpm_solver_pp")
@@ -126,11 +126,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
                 monte_carlo_standard_error=dict(mean=1.0 / np.sqrt(config.num_samples),
                                                 std=1.0 / np.sqrt(2.0 * config.num_samples)),
                 results=results)
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, RESULT_FILE)
-    with open(path, "w") as f:
-      json.dump(report, f, indent=2)
+  if storage.is_leader():
+    path = storage.prepare_workdir(workdir, create=True) / RESULT_FILE
+    storage.write_text(path, json.dumps(report, indent=2))
     logging.info("diffusion_check: wrote %s", path)
   failed = [result["sampler"] for result in results if not result["within_tolerance"]]
   if failed:

@@ -20,7 +20,6 @@ to the FID Inception-v3 (piti_jax.evaluation.inception), which resizes them to 2
 import argparse
 import hashlib
 import json
-import os
 import sys
 
 import numpy as np
@@ -28,6 +27,7 @@ import scipy.linalg
 from PIL import Image
 
 from piti_jax import pretrained
+from piti_jax import storage
 from piti_jax.errors import PitiError
 from piti_jax.evaluation import inception as inception_lib
 from piti_jax.evaluation.inception import FidInception, load_inception
@@ -55,10 +55,11 @@ def _at_size(image: Image.Image, size: int) -> np.ndarray:
 
 def list_images(path: str) -> list[str]:
   """Sorted paths of the image files directly in folder `path`; PitiError if there are none."""
-  if not os.path.isdir(path):
+  folder = storage.path(path)
+  if not folder.is_dir():
     raise PitiError(f"image folder {path!r} does not exist (or is not a folder); pass a folder of PNG/JPG images.")
-  files = sorted(os.path.join(path, name) for name in os.listdir(path)
-                 if name.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(path, name)))
+  files = sorted(str(file) for file in folder.iterdir()
+                 if file.name.lower().endswith(IMAGE_EXTENSIONS) and file.is_file())
   if not files:
     raise PitiError(f"image folder {path!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
                     "pass a folder with at least 2 images.")
@@ -68,7 +69,7 @@ def list_images(path: str) -> list[str]:
 def read_image(path: str, size: int = RESOLUTION) -> np.ndarray:
   """One image file as uint8 (size, size, 3) RGB, resized with PIL bicubic unless already size x size."""
   try:
-    with Image.open(path) as image:
+    with storage.path(path).open("rb") as f, Image.open(f) as image:
       rgb = image.convert("RGB")
   except (OSError, ValueError, Image.DecompressionBombError) as error:
     raise PitiError(f"could not read image {path!r} ({type(error).__name__}: {error}); re-save it as PNG or "
@@ -85,8 +86,8 @@ def _folder_identity(files: list[str]) -> str:
   """The files' names, sizes and modification times, one per line (content changes change it)."""
   lines = []
   for file in files:
-    stat = os.stat(file)
-    lines.append(f"{os.path.basename(file)}|{stat.st_size}|{stat.st_mtime_ns}")
+    stat = storage.path(file).stat()
+    lines.append(f"{storage.path(file).name}|{stat.length}|{stat.mtime}")
   return "\n".join(lines)
 
 
@@ -238,7 +239,8 @@ def kernel_inception_distance(features1: np.ndarray, features2: np.ndarray, *, n
 
 def _cache_file(identity: str, inception: FidInception, size: int) -> str:
   key = f"{CACHE_VERSION}|{inception.sha256}|{inception.preprocessing}|{size}|{identity}"
-  return os.path.join(pretrained.cache_dir(), "fid_features", hashlib.sha256(key.encode()).hexdigest()[:24] + ".npz")
+  return str(storage.path(pretrained.cache_dir()) / "fid_features" / (hashlib.sha256(key.encode()).hexdigest()[:24] +
+                                                                   ".npz"))
 
 
 def _cached_features(cache_file: str | None, compute) -> np.ndarray:
@@ -279,7 +281,7 @@ def folder_features(path: str, inception: FidInception, *, batch_size: int = 32,
               for start in range(0, len(files), batch_size)]
     return np.concatenate([inception.features(chunk, batch_size) for chunk in chunks])
 
-  identity = f"folder|{os.path.abspath(path)}|{_folder_identity(files)}"
+  identity = f"folder|{storage.path(path)}|{_folder_identity(files)}"
   return _cached_features(_cache_file(identity, inception, size) if cache else None, compute)
 
 

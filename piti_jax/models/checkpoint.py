@@ -15,8 +15,6 @@ It writes into DIR.tmp and renames it to DIR at the end, so DIR is either comple
 """
 
 import json
-import os
-import shutil
 from typing import Any
 
 import jax
@@ -26,6 +24,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from jax.experimental import multihost_utils
 
+from piti_jax import storage
 from piti_jax.errors import PitiError
 from piti_jax.models.piti import GlideModel, ModelConfig, PitiModel
 from piti_jax.models.presets import abstract_model, config_overrides, get_config
@@ -94,25 +93,26 @@ def save_checkpoint(directory: str, params: Any, *, preset: str, overrides: dict
   config = get_config(preset, **(overrides or {}))
   tree = _param_tree(params)
   check_params(config, {k: tuple(np.shape(v)) for k, v in flatten(tree).items()}, "params to save")
-  directory = os.path.abspath(directory)
-  if os.path.exists(directory) and not overwrite:
+  directory = storage.path(directory)
+  if directory.exists() and not overwrite:
     raise PitiError(f"checkpoint directory {directory} already exists; choose another one or pass overwrite=True.")
-  staging = directory + ".tmp"
-  leader = jax.process_index() == 0
-  if leader and os.path.exists(staging):
-    shutil.rmtree(staging)
+  staging = directory.parent / f"{directory.name}.tmp"
+  leader = storage.is_leader()
+  if leader:
+    storage.remove_tree(staging)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(f"piti_jax.models.save_checkpoint:{staging}")
   tree = jax.tree.map(lambda x: x.astype(jnp.float32) if isinstance(x, jax.Array) else np.asarray(x, np.float32),
                       tree)
-  ocp.PyTreeCheckpointer().save(os.path.join(staging, PARAMS_DIR), tree)
+  ocp.PyTreeCheckpointer().save(staging / PARAMS_DIR, tree)
   if leader:
-    with open(os.path.join(staging, CONFIG_FILE), "w") as f:
-      json.dump({"format": FORMAT, "version": VERSION, "preset": config.name,
-                 "overrides": config_overrides(config)}, f, indent=1, sort_keys=True)
-    if os.path.exists(directory):
-      shutil.rmtree(directory)
-    os.rename(staging, directory)
+    storage.write_text(staging / CONFIG_FILE, json.dumps(
+        {"format": FORMAT, "version": VERSION, "preset": config.name, "overrides": config_overrides(config)},
+        indent=1, sort_keys=True))
+    storage.remove_tree(directory)
+    staging.rename(directory)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f"piti_jax.models.save_checkpoint:{directory}")
 
 
 def save_model(model: Model, directory: str, *, overwrite: bool = False) -> None:
@@ -123,14 +123,13 @@ def save_model(model: Model, directory: str, *, overwrite: bool = False) -> None
 
 def load_config(directory: str) -> ModelConfig:
   """The ModelConfig stored in a checkpoint directory."""
-  path = os.path.join(directory, CONFIG_FILE)
-  if not os.path.isdir(directory):
+  path = storage.path(directory) / CONFIG_FILE
+  if not storage.path(directory).is_dir():
     raise PitiError(f"checkpoint directory {directory} does not exist; check the path.")
-  if not os.path.isfile(path):
+  if not path.is_file():
     raise PitiError(f"{directory} is not a model checkpoint (no {CONFIG_FILE}); point to a directory written "
                     "by piti_jax.convert, the train loop or save_model.")
-  with open(path) as f:
-    meta = json.load(f)
+  meta = json.loads(path.read_text())
   if meta.get("format") != FORMAT or meta.get("version") != VERSION:
     raise PitiError(f"{path} has format {meta.get('format')!r} version {meta.get('version')!r}; this code reads "
                     f"{FORMAT!r} version {VERSION}.")
@@ -143,8 +142,8 @@ def load_params(directory: str, config: ModelConfig | None = None) -> dict[str, 
   Checks names and shapes against `config` (default: the checkpoint's own config) first.
   """
   config = config or load_config(directory)
-  params_dir = os.path.join(os.path.abspath(directory), PARAMS_DIR)
-  if not os.path.isdir(params_dir):
+  params_dir = storage.path(directory) / PARAMS_DIR
+  if not params_dir.is_dir():
     raise PitiError(f"{directory} has no {PARAMS_DIR}/ directory; the checkpoint is incomplete, re-create it.")
   checkpointer = ocp.PyTreeCheckpointer()
   metadata = checkpointer.metadata(params_dir).item_metadata.tree

@@ -11,13 +11,12 @@ Example (stage 2): decoder from the pretrained prior, encoder from stage 1-cont'
 Entries are applied in name order; later entries overwrite earlier ones where they overlap.
 """
 
-import os
-
 import jax
 import ml_collections
 import numpy as np
 from absl import logging
 
+from piti_jax import storage
 from piti_jax.errors import PitiError
 from piti_jax.train import checkpoint
 from piti_jax.param_paths import flatten, unflatten
@@ -26,7 +25,7 @@ from piti_jax.train.params import ModelTemplate, ParamTree, matches_prefix
 
 def _load_source_tree(path: str, tree: str) -> ParamTree:
   """Complete parameter tree (numpy) of a run checkpoint or a model checkpoint."""
-  if not os.path.exists(path):
+  if not storage.path(path).exists():
     raise PitiError(f"init checkpoint {path} does not exist; fix the path in config.init (or train that stage first).")
   if checkpoint.is_train_checkpoint(path):
     return checkpoint.load_trained_tree(path, tree)

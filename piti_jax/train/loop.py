@@ -13,7 +13,7 @@ What a run does (config fields in parentheses):
 
 import dataclasses
 import functools
-import os
+import io
 from typing import Any, Callable, Iterator
 
 import jax
@@ -27,8 +27,8 @@ from jax.experimental import multihost_utils
 
 from piti_jax.diffusion import timestep_sampler
 from piti_jax.diffusion.gaussian import make_diffusion
-from piti_jax import grids, sampling
-from piti_jax.errors import PitiError
+from piti_jax import grids, sampling, storage
+from piti_jax.errors import PitiError, Preempted
 from piti_jax.train import checkpoint as checkpoint_lib
 from piti_jax.train import ema as ema_lib
 from piti_jax.train import init_sources, metrics as metrics_lib, objectives, optimizer as optimizer_lib, partition
@@ -38,6 +38,7 @@ from piti_jax.models.piti import ModelConfig
 from piti_jax.param_paths import flatten, unflatten
 from piti_jax.train.params import ModelTemplate, merge_trees, split_by_prefixes
 from piti_jax.train.preemption import PreemptionWatch
+from piti_jax.workdir_lock import WorkdirLock
 
 BATCH_KEYS = ("image", "condition", "low_res", "tokens", "token_mask")
 DTYPES = ("float32", "bfloat16")
@@ -282,19 +283,20 @@ class _Run:
     self.workdir = workdir
     self.trainer = trainer
     self.train_cfg = config.train
-    self.writer = metrics_lib.make_writer(workdir)
+    self.writer = metrics_lib.make_writer(workdir, config.train.tensorboard)
     self.checkpointer = checkpoint_lib.Checkpointer(workdir, keep=self.train_cfg.keep_checkpoints)
     self.buffer = metrics_lib.MetricBuffer()
     self.history: list[tuple[int, dict[str, float]]] = []
     self.data, self.make_eval_data = _data_iterators(config)
 
   def initial_state(self) -> state_lib.TrainState:
-    latest = self.checkpointer.latest_step()
-    if latest is None:
+    restored = self.checkpointer.restore_latest(self.trainer.abstract_sharded_state(), self.data,
+                                                global_batch_size=self.train_cfg.global_batch_size)
+    if restored is None:
       logging.info("starting a new run in %s", self.workdir)
       return self.trainer.create_state_for(self.config.seed, self.config.init)
-    logging.info("resuming %s from step %d", self.workdir, latest)
-    return self.checkpointer.restore(latest, self.trainer.abstract_sharded_state(), self.data)
+    logging.info("resuming %s from step %d", self.workdir, restored[1])
+    return restored[0]
 
   def flush_metrics(self) -> None:
     """Fetches pending metrics, stops on a non-finite step, writes the means."""
@@ -313,7 +315,7 @@ class _Run:
   def save(self, step: int, state: state_lib.TrainState) -> None:
     self.flush_metrics()  # never save a state after a non-finite step
     if self.checkpointer.latest_step() != step:
-      self.checkpointer.save(step, state, self.data)
+      self.checkpointer.save(step, state, self.data, global_batch_size=self.train_cfg.global_batch_size)
 
   def validate(self, step: int, state: state_lib.TrainState) -> None:
     values = []
@@ -346,11 +348,11 @@ class _Run:
     host = {k: v[:count] for k, v in host.items()}
     columns, names = grids.sample_grid_columns(host, host["sample"])
     grid = grids.make_grid(columns, tuple(host["image"].shape[1:3]))
-    if jax.process_index() == 0:
-      directory = os.path.join(self.workdir, "samples")
-      os.makedirs(directory, exist_ok=True)
-      path = os.path.join(directory, f"step_{step:07d}.png")
-      Image.fromarray(grid).save(path)
+    if storage.is_leader():
+      path = storage.path(self.workdir) / "samples" / f"step_{step:07d}.png"
+      png = io.BytesIO()
+      Image.fromarray(grid).save(png, format="PNG")
+      storage.write_bytes(path, png.getvalue())
       self.writer.write_images(step, {"samples": grid[None]})
       logging.info("step %d: sample grid %s (columns: %s)", step, path, ", ".join(names))
 
@@ -362,7 +364,7 @@ class _Run:
     from piti_jax.models import checkpoint as model_checkpoint  # pylint: disable=import-outside-toplevel
 
     name = f"ema_{ema_lib.ema_name(self.trainer.ema_rates[0])}" if self.trainer.ema_rates else "params"
-    directory = os.path.join(self.workdir, "export", name)
+    directory = storage.path(self.workdir) / "export" / name
     model_checkpoint.save_checkpoint(directory, self.trainer.sample_params(state), preset=self.config.model.preset,
                                      overrides=dict(self.config.model.overrides), overwrite=True)
     logging.info("exported the %s model to %s", name, directory)
@@ -425,13 +427,53 @@ def train(config: ml_collections.ConfigDict, workdir: str,
       run.close()
 
 
+def check_train_config(config: ml_collections.ConfigDict) -> None:
+  """Raises PitiError for train settings that cannot work, before anything is written."""
+  train_cfg = config.train
+  for name in ("global_batch_size", "num_steps", "save_every", "log_every"):
+    if train_cfg[name] <= 0:
+      raise PitiError(f"config.train.{name}={train_cfg[name]} must be positive; pass a positive "
+                      f"--config.train.{name}.")
+  if train_cfg.global_batch_size % jax.process_count():
+    raise PitiError(f"config.train.global_batch_size={train_cfg.global_batch_size} is not divisible by the "
+                    f"{jax.process_count()} processes; pick a multiple of {jax.device_count()}.")
+
+
+def lock_workdir(workdir: str) -> WorkdirLock | None:
+  """Process 0 takes the workdir lock; every process raises PitiError when a live run holds it."""
+  lock, error = None, None
+  if storage.is_leader():
+    try:
+      lock = WorkdirLock(workdir)
+    except PitiError as caught:
+      error = caught
+  if jax.process_count() > 1:
+    refused = bool(multihost_utils.broadcast_one_to_all(np.int32(error is not None)))
+    if refused and error is None:
+      error = PitiError(f"workdir {workdir} is in use by another run (process 0 could not take its lock); "
+                        "wait for it to finish or use another --workdir.")
+  if error is not None:
+    raise error
+  return lock
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Runner of the `pretrain` and `finetune` modes (see piti_jax/main.py)."""
-  os.makedirs(workdir, exist_ok=True)
+  """Runner of the `pretrain` and `finetune` modes (see piti_jax/main.py).
+
+  Checks the config and the workdir before writing anything, holds the workdir lock while it
+  runs, and raises `Preempted` (exit status 75) when a preemption notice stopped the run.
+  """
+  check_train_config(config)
   config = resolve_text_vocabulary(config)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
-  result = train(config, workdir)
+  storage.prepare_workdir(workdir, create=storage.is_leader())
+  lock = lock_workdir(workdir)
+  try:
+    if storage.is_leader():
+      storage.write_text(storage.path(workdir) / "config.json", config.to_json_best_effort(indent=2))
+    result = train(config, workdir)
+  finally:
+    if lock is not None:
+      lock.release()
   if result.preempted:
-    logging.warning("stopped by preemption at step %d; run the same command again to resume", result.step)
+    raise Preempted(f"stopped by preemption at step {result.step} (checkpoint saved); run the same command "
+                    "again to resume.")

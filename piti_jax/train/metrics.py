@@ -66,9 +66,10 @@ class MetricBuffer:
     return means, first_bad
 
 
-def make_writer(workdir: str) -> metric_writers.MetricWriter:
-  """TensorBoard (process 0) and log writer; other processes only log nothing."""
-  return metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0, asynchronous=True)
+def make_writer(workdir: str, tensorboard: bool = True) -> metric_writers.MetricWriter:
+  """TensorBoard (process 0, when `tensorboard`) and log writer; other processes write nothing."""
+  return metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0 or not tensorboard,
+                                              asynchronous=True)
 
 
 def make_progress(num_steps: int, writer: metric_writers.MetricWriter, every_steps: int) -> Any:
