@@ -105,3 +105,48 @@ def test_training_run_saves_resumes_exports_and_initialises_on_gcs(gcs, tmp_path
   initialised = _host(state.params)
   for name, value in expected.items():
     np.testing.assert_array_equal(initialised[name], value, err_msg=name)
+
+
+def test_text_pairs_prepared_from_a_gcs_manual_dir_equal_those_from_local_files(gcs, tmp_path):
+  import tarfile  # pylint: disable=import-outside-toplevel
+
+  from etils import epath  # pylint: disable=import-outside-toplevel
+
+  from piti_jax.data.datasets import prepare_dataset  # pylint: disable=import-outside-toplevel
+  from piti_jax.errors import PitiError  # pylint: disable=import-outside-toplevel
+  from tests.test_data_builders import _all, _caption_images, _config  # pylint: disable=import-outside-toplevel
+
+  rng = np.random.default_rng(3)
+  raw = tmp_path / "raw"
+  folder = raw / "part" / "00000"
+  for i, name in enumerate(_caption_images(str(folder), 3, rng)):
+    (folder / name.replace(".jpg", ".txt")).write_text(f"folder caption {i}")
+  (folder / "nocaption.jpg").write_bytes((folder / "00000.jpg").read_bytes())
+  with tarfile.open(raw / "00000.tar", "w") as tar:
+    for i, name in enumerate(_caption_images(str(tmp_path / "shard_src"), 3, rng)):
+      tar.add(tmp_path / "shard_src" / name, arcname=f"{i:09d}.jpg")
+      (tmp_path / "shard_src" / f"{i}.txt").write_text(f"shard caption {i}")
+      tar.add(tmp_path / "shard_src" / f"{i}.txt", arcname=f"{i:09d}.txt")
+  remote = f"{gcs}/raw"
+  for local in raw.rglob("*"):
+    if local.is_file():
+      epath.Path(remote, str(local.relative_to(raw))).write_bytes(local.read_bytes())
+
+  for layout in ("folder", "webdataset"):
+    built = {}
+    for where, manual_dir in (("local", raw), ("gcs", remote)):
+      config = _config("text_pairs", tmp_path / f"tfds_{where}", manual_dir, task="text", text_format=layout)
+      built[where] = prepare_dataset(config)
+    local, remote_built = built["local"], built["gcs"]
+    for split in ("train", "validation"):
+      expected, got = _all(local.as_data_source(split=split)), _all(remote_built.as_data_source(split=split))
+      assert len(got) == len(expected) == (2 if split == "train" else 1)
+      for want, have in zip(expected, got):
+        assert want.keys() == have.keys()
+        for key in want:
+          np.testing.assert_array_equal(have[key], want[key], err_msg=f"{layout} {split} {key}")
+    skipped = [s["file"] for s in remote_built.info.metadata["skipped"]["listing"]]
+    assert skipped == ([f"{remote}/part/00000/nocaption.jpg"] if layout == "folder" else [])
+
+  with pytest.raises(PitiError, match=f"missing {remote}/train.tsv"):
+    prepare_dataset(_config("text_pairs", tmp_path / "tfds_gcs", remote, task="text", text_format="tsv"))

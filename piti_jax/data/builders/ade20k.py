@@ -30,8 +30,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from piti_jax.data.builders.base import LocalFilesBuilder
+from piti_jax import storage
 from piti_jax.data.builders.common import (check_same_size, encode_png, read_image_bytes, read_label_image,
-                                           require_files)
+                                           require_files, walk_files)
 from piti_jax.data.builders.segmentation import (image_field, list_pairs, segmentation_example,
                                                  segmentation_features)
 from piti_jax.errors import PitiError
@@ -79,7 +80,7 @@ class Ade20k(LocalFilesBuilder):
 
   def _root(self) -> str:
     nested = os.path.join(self.manual_dir, "ADEChallengeData2016")
-    return nested if os.path.isdir(nested) else self.manual_dir
+    return nested if storage.path(nested).is_dir() else self.manual_dir
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Local files only.
@@ -124,13 +125,14 @@ class Ade20k(LocalFilesBuilder):
 def full_release_pairs(manual_dir: str) -> dict[str, list[tuple[str, str]]]:
   """{"train": [(image, _seg.png), ...], "validation": [...]} of a full ADE20K release, sorted by path."""
   pairs = {split: [] for split in SPLITS}
-  for directory, _, files in os.walk(manual_dir):
+  for directory, files in walk_files(manual_dir):
     parts = set(os.path.relpath(directory, manual_dir).split(os.sep))
     split = next((s for s, folder in SPLITS.items() if folder in parts), None)
     if split is None:
       continue
+    names = set(files)
     for name in files:
-      if name.endswith(SEG_SUFFIX) and os.path.isfile(os.path.join(directory, name[:-len(SEG_SUFFIX)] + ".jpg")):
+      if name.endswith(SEG_SUFFIX) and name[:-len(SEG_SUFFIX)] + ".jpg" in names:
         pairs[split].append((os.path.join(directory, name[:-len(SEG_SUFFIX)] + ".jpg"), os.path.join(directory, name)))
   for split, found in pairs.items():
     if not found:

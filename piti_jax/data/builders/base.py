@@ -26,7 +26,7 @@ class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 
 class LocalFilesBuilder(LocalBuilder, skip_registration=True):
-  """A builder that reads the user's local files from `manual_dir` and never downloads.
+  """A builder that reads the user's files from `manual_dir` (a local folder or a URI) and never downloads.
 
   Unreadable images are handled by the `on_bad_example` policy ("skip": logged, counted and left
   out; "raise": stop). What was skipped is saved with the dataset (info.metadata["skipped"]).

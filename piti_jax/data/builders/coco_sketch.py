@@ -26,7 +26,7 @@ from PIL import Image
 from piti_jax.data import edges
 from piti_jax.data.config import edge_detector
 from piti_jax.data.builders.base import LocalFilesBuilder
-from piti_jax.data.builders.common import encode_png, read_image_bytes, require_files
+from piti_jax.data.builders.common import encode_png, list_names, read_image_bytes, require_files
 from piti_jax.data.builders.segmentation import IMAGE_EXTENSIONS
 from piti_jax.errors import PitiError
 
@@ -84,7 +84,7 @@ class CocoSketch(LocalFilesBuilder):
   def _generate_examples(self, split: str, folder: str):
     start = len(self.bad_inputs.skipped)
     image_dir = os.path.join(self.manual_dir, folder)
-    names = [n for n in sorted(os.listdir(image_dir)) if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
+    names = [n for n in list_names(image_dir) if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
     if not names:
       raise PitiError(f"no images (.jpg/.png) in {image_dir}. " + HOW)
     for name in names:

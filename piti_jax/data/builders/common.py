@@ -1,12 +1,17 @@
-"""Helpers shared by the dataset builders: PNG encoding, reading local files, bad-input policy."""
+"""Helpers shared by the dataset builders: PNG encoding, reading source files, bad-input policy.
+
+Source paths are strings, local or URIs (gs://...); every read goes through `piti_jax.storage`.
+"""
 
 import io
 import os
+from collections.abc import Iterator
 
 import numpy as np
 from absl import logging
 from PIL import Image, UnidentifiedImageError
 
+from piti_jax import storage
 from piti_jax.errors import PitiError
 
 BAD_EXAMPLE_POLICIES = ("skip", "raise")
@@ -32,10 +37,41 @@ def require_files(manual_dir: str, relative_paths: list[str], *, dataset: str, h
   """
   if not manual_dir:
     raise PitiError(f"{dataset}: no manual_dir given; set data.manual_dir to the folder holding the files. {how}")
-  missing = [p for p in relative_paths if not os.path.exists(os.path.join(manual_dir, p))]
+  missing = [p for p in relative_paths if not exists(os.path.join(manual_dir, p))]
   if missing:
     listed = ", ".join(os.path.join(manual_dir, p) for p in missing)
     raise PitiError(f"{dataset}: missing {listed}. {how} Nothing is downloaded automatically.")
+
+
+def exists(path: str) -> bool:
+  """Whether the file or folder `path` (local or URI) exists."""
+  return storage.path(path).exists()
+
+
+def list_names(folder: str) -> list[str]:
+  """The sorted names of the entries of `folder` (local or URI), like sorted(os.listdir)."""
+  return sorted(entry.name for entry in storage.path(folder).iterdir())
+
+
+def _without_scheme(path: os.PathLike) -> str:
+  return os.fspath(path).split("://", 1)[-1]
+
+
+def walk_files(root: str) -> Iterator[tuple[str, list[str]]]:
+  """(folder, its file names) for `root` and every folder below it, like os.walk.
+
+  Folders are spelled as `root` joined with their relative path, so a local `root` given relative
+  stays relative and a URI stays a URI (the remote walk reports folders without the scheme).
+  """
+  base = storage.path(root)
+  for directory, _, files in base.walk():
+    relative = os.path.relpath(_without_scheme(directory), _without_scheme(base))
+    yield (root if relative == "." else os.path.join(root, relative)), files
+
+
+def read_bytes(path: str) -> bytes:
+  """The content of the file `path` (local or URI)."""
+  return storage.path(path).read_bytes()
 
 
 class BadInputLog:
@@ -72,8 +108,7 @@ def read_image_bytes(path: str, *, mode: str, bad_inputs: BadInputLog) -> tuple[
     (file bytes, uint8 array (H, W, 3) or (H, W)) or None when the file was skipped.
   """
   try:
-    with open(path, "rb") as f:
-      data = f.read()
+    data = read_bytes(path)
     with Image.open(io.BytesIO(data)) as image:
       image.load()
       array = np.asarray(image.convert(mode))
@@ -86,7 +121,7 @@ def read_image_bytes(path: str, *, mode: str, bad_inputs: BadInputLog) -> tuple[
 def read_label_image(path: str) -> Image.Image:
   """Opens a label/condition PNG exactly (no conversion); a bad file is a PitiError naming it."""
   try:
-    with Image.open(path) as image:
+    with Image.open(io.BytesIO(read_bytes(path))) as image:
       image.load()
       return image.copy()
   except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:

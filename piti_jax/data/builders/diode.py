@@ -9,6 +9,7 @@ with the jet colormap of log depth (invalid black) and normals as (n - min) / 2,
 The depth task's condition is [normal RGB, depth RGB] (6 channels).
 """
 
+import io
 import os
 
 import numpy as np
@@ -17,7 +18,8 @@ from PIL import Image
 
 from piti_jax.data import conditions
 from piti_jax.data.builders.base import LocalFilesBuilder
-from piti_jax.data.builders.common import encode_png, read_image_bytes, require_files
+from piti_jax.data.builders.common import (encode_png, exists, read_bytes, read_image_bytes, require_files,
+                                           walk_files)
 from piti_jax.errors import PitiError
 
 SIZE = 256
@@ -37,16 +39,16 @@ def nearest_resize(array: np.ndarray, size: int) -> np.ndarray:
 def list_images(folder: str) -> list[str]:
   """All DIODE RGB images (.png) under folder, sorted."""
   found = []
-  for root, _, files in os.walk(folder):
+  for root, files in walk_files(folder):
     found.extend(os.path.join(root, f) for f in files if f.endswith(".png"))
   return sorted(found)
 
 
 def _load(path: str, image_path: str) -> np.ndarray:
-  if not os.path.exists(path):
+  if not exists(path):
     raise PitiError(f"missing {path} for image {image_path}. " + HOW)
   try:
-    return np.load(path).astype(np.float32)
+    return np.load(io.BytesIO(read_bytes(path))).astype(np.float32)
   except (OSError, ValueError) as error:
     raise PitiError(f"{path}: cannot read this .npy file ({error}); replace it with DIODE's original.") from error
 

@@ -7,8 +7,8 @@ import numpy as np
 from PIL import Image
 
 from piti_jax.data import conditions
-from piti_jax.data.builders.common import (BadInputLog, check_same_size, encode_png, read_image_bytes,
-                                           read_label_image)
+from piti_jax.data.builders.common import (BadInputLog, check_same_size, encode_png, exists, list_names,
+                                           read_image_bytes, read_label_image)
 from piti_jax.errors import PitiError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -17,12 +17,12 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 def list_pairs(image_dir: str, label_dir: str, *, how: str) -> list[tuple[str, str]]:
   """(image, label) path pairs; a missing label is a PitiError naming where it should be."""
   pairs = []
-  for name in sorted(os.listdir(image_dir)):
+  for name in list_names(image_dir):
     stem, extension = os.path.splitext(name)
     if extension.lower() not in IMAGE_EXTENSIONS:
       continue
     label_path = os.path.join(label_dir, stem + ".png")
-    if not os.path.exists(label_path):
+    if not exists(label_path):
       raise PitiError(f"missing label map {label_path} for image {os.path.join(image_dir, name)}; " + how)
     pairs.append((os.path.join(image_dir, name), label_path))
   if not pairs:

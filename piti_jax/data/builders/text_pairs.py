@@ -1,7 +1,7 @@
-"""Text-image pairs for text-to-image pretraining, from local files (builder configs = source layouts).
+"""Text-image pairs for text-to-image pretraining, from files (builder configs = source layouts).
 
   tsv            <manual_dir>/train.tsv (+ optional validation.tsv): lines "image path<TAB>caption"; paths
-                 relative to the TSV's folder or absolute; an optional header line "path<TAB>caption".
+                 relative to the TSV's folder, absolute or URIs; an optional header line "path<TAB>caption".
   folder         images (.jpg/.jpeg/.png/.webp) anywhere under manual_dir, each with a same-named .txt
                  caption beside it (img2dataset's "files" output).
   webdataset     <manual_dir>/*.tar shards whose members <key>.<jpg|jpeg|png|webp> and <key>.txt (or
@@ -16,7 +16,6 @@ Examples: file_name, image (original file, or RGB PNG when it is not RGB JPEG/PN
 
 import collections
 import dataclasses
-import glob
 import io
 import json
 import os
@@ -26,8 +25,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image, UnidentifiedImageError
 
+from piti_jax import storage
 from piti_jax.data.builders.base import LocalFilesBuilder
-from piti_jax.data.builders.common import read_image_bytes, require_files
+from piti_jax.data.builders.common import exists, list_names, read_image_bytes, require_files, walk_files
 from piti_jax.data.builders.segmentation import image_field
 from piti_jax.errors import PitiError
 
@@ -69,7 +69,7 @@ def _split_off_validation(pairs: list) -> dict[str, list]:
 def _read_tsv(path: str) -> list[_Pair]:
   folder = os.path.dirname(path)
   pairs = []
-  with open(path, encoding="utf-8") as f:
+  with storage.path(path).open("r", encoding="utf-8") as f:
     for number, line in enumerate(f):
       line = line.rstrip("\n")
       if not line.strip():
@@ -79,31 +79,31 @@ def _read_tsv(path: str) -> list[_Pair]:
       image, caption = line.split("\t", 1)
       if number == 0 and image.strip().lower() in ("path", "image", "image_path", "url", "file"):
         continue  # header
-      image_path = image if os.path.isabs(image) else os.path.join(folder, image)
+      image_path = image if os.path.isabs(image) or storage.is_remote(image) else os.path.join(folder, image)
       pairs.append(_Pair(name=image, caption=caption.strip(), path=image_path))
   return pairs
 
 
 def _read_folder(root: str) -> tuple[list[_Pair], list[tuple[str, str]]]:
   pairs, uncaptioned = [], []
-  for directory, _, files in sorted(os.walk(root)):
+  for directory, files in sorted(walk_files(root)):
     for name in sorted(files):
       stem, extension = os.path.splitext(name)
       if extension.lower() not in IMAGE_EXTENSIONS:
         continue
       caption_path = os.path.join(directory, stem + ".txt")
       image_path = os.path.join(directory, name)
-      if not os.path.exists(caption_path):
+      if stem + ".txt" not in files:
         uncaptioned.append((image_path, f"no caption file {caption_path}"))
         continue
-      with open(caption_path, encoding="utf-8") as f:
-        pairs.append(_Pair(name=os.path.relpath(image_path, root), caption=f.read().strip(), path=image_path))
+      caption = storage.path(caption_path).read_text(encoding="utf-8").strip()
+      pairs.append(_Pair(name=os.path.relpath(image_path, root), caption=caption, path=image_path))
   return pairs, uncaptioned
 
 
 def _read_tar(path: str) -> tuple[list[_Pair], list[tuple[str, str]]]:
   members = collections.defaultdict(dict)
-  with tarfile.open(path) as tar:
+  with storage.path(path).open("rb") as f, tarfile.open(fileobj=f) as tar:
     for member in tar:
       if not member.isfile():
         continue
@@ -128,8 +128,7 @@ def _read_tar(path: str) -> tuple[list[_Pair], list[tuple[str, str]]]:
 
 def _coco_json_pairs(manual_dir: str, year: str, folder: str) -> list[_Pair]:
   annotation_path = os.path.join(manual_dir, "annotations", f"captions_{folder}{year}.json")
-  with open(annotation_path, encoding="utf-8") as f:
-    content = json.load(f)
+  content = json.loads(storage.path(annotation_path).read_text(encoding="utf-8"))
   first_caption = {}
   for annotation in sorted(content["annotations"], key=lambda a: a["id"]):
     first_caption.setdefault(annotation["image_id"], annotation["caption"])
@@ -143,8 +142,8 @@ def _coco_json_pairs(manual_dir: str, year: str, folder: str) -> list[_Pair]:
 
 def _tfds_coco_captions_prepared(data_dir: str) -> bool:
   """Whether tfds `coco_captions` was prepared under data_dir (looked up without importing TensorFlow)."""
-  return bool(glob.glob(os.path.join(data_dir, "coco_captions", "*", "*", "dataset_info.json")) or
-              glob.glob(os.path.join(data_dir, "coco_captions", "*", "dataset_info.json")))
+  root = storage.path(data_dir) / "coco_captions"
+  return any(root.glob("*/*/dataset_info.json")) or any(root.glob("*/dataset_info.json"))
 
 
 def _tfds_coco_captions_pairs(data_dir: str, split: str) -> list[_Pair]:
@@ -195,14 +194,14 @@ class TextPairs(LocalFilesBuilder):
       require_files(self.manual_dir, ["train.tsv"], dataset="text_pairs (tsv)", how=how)
       validation = os.path.join(self.manual_dir, "validation.tsv")
       train = _read_tsv(os.path.join(self.manual_dir, "train.tsv"))
-      if os.path.exists(validation):
+      if exists(validation):
         return {"train": train, "validation": _read_tsv(validation)}, []
       return _split_off_validation(train), []
     require_files(self.manual_dir, ["."], dataset=f"text_pairs ({layout})", how=how)
     if layout == "folder":
       pairs, unusable = _read_folder(self.manual_dir)
     else:
-      shards = sorted(n for n in os.listdir(self.manual_dir) if n.endswith(".tar"))
+      shards = [n for n in list_names(self.manual_dir) if n.endswith(".tar")]
       if not shards:
         raise PitiError(f"text_pairs (webdataset): no .tar shards in {self.manual_dir}. {how}")
       pairs, unusable = [], []
@@ -217,8 +216,8 @@ class TextPairs(LocalFilesBuilder):
     if _tfds_coco_captions_prepared(data_dir):
       return {"train": _tfds_coco_captions_pairs(data_dir, "train"),
               "validation": _tfds_coco_captions_pairs(data_dir, "val")}
-    has_2014 = os.path.exists(os.path.join(self.manual_dir or "", "annotations", "captions_train2014.json"))
-    has_2017 = os.path.exists(os.path.join(self.manual_dir or "", "annotations", "captions_train2017.json"))
+    has_2014 = exists(os.path.join(self.manual_dir or "", "annotations", "captions_train2014.json"))
+    has_2017 = exists(os.path.join(self.manual_dir or "", "annotations", "captions_train2017.json"))
     year = "2014" if has_2014 and not has_2017 else "2017"
     required = [f"annotations/captions_{s}{year}.json" for s in ("train", "val")] + [f"{s}{year}" for s in
                                                                                     ("train", "val")]
@@ -228,7 +227,7 @@ class TextPairs(LocalFilesBuilder):
 
   def _image_bytes(self, pair: _Pair) -> bytes | None:
     if pair.data is None:
-      if not os.path.exists(pair.path):
+      if not exists(pair.path):
         self.bad_inputs.report(pair.path, "image file not found")
         return None
       read = read_image_bytes(pair.path, mode="RGB", bad_inputs=self.bad_inputs)
