@@ -21,7 +21,7 @@ def default_data_config() -> ml_collections.ConfigDict:
     name: dataset, one of DATASETS.
     task: "mask" | "sketch" | "depth" (condition image) or "text" (captions -> tokens).
     data_dir: where prepared ArrayRecord datasets live (tfds layout: data_dir/<name>/<config>/<version>).
-    manual_dir: folder with the user's raw files for the real datasets (never downloaded).
+    manual_dir: folder (local or gs://...) with the user's raw files for the real datasets (never downloaded).
     prepare: build the dataset into data_dir when it is not prepared yet.
     train_split, eval_split: split names.
     image_size: side of the target image (64 for the base model, 256 for the upsampler).

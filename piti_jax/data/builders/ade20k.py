@@ -1,4 +1,4 @@
-"""ADE20K from local files, in two encodings of the condition (builder configs, data.ade20k_source).
+"""ADE20K from the files in manual_dir, in two encodings of the condition (builder configs, data.ade20k_source).
 
 "challenge" (the default): the scene-parsing benchmark ADEChallengeData2016, 150 classes. manual_dir
 holds the unpacked ADEChallengeData2016.zip, either as <manual_dir>/ADEChallengeData2016/... or with
@@ -83,7 +83,7 @@ class Ade20k(LocalFilesBuilder):
     return nested if storage.path(nested).is_dir() else self.manual_dir
 
   def _split_generators(self, dl_manager):
-    del dl_manager  # Local files only.
+    del dl_manager  # Only the files in manual_dir; nothing is downloaded.
     if self.builder_config.source == "full_release":
       require_files(self.manual_dir, [""], dataset="ade20k (full_release)", how=FULL_RELEASE_HOW)
       pairs = full_release_pairs(self.manual_dir)

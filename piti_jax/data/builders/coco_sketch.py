@@ -1,4 +1,4 @@
-"""COCO sketches: edge maps computed from local COCO 2017 images (PITI's "coco-edge" data).
+"""COCO sketches: edge maps computed from COCO 2017 images in manual_dir (PITI's "coco-edge" data).
 
 manual_dir layout: train2017/*.jpg and val2017/*.jpg (COCO 2017 images).
 As PITI's preprocess_sketch: the RGB image is resized to 256x256 (bicubic) and its edges are
@@ -65,7 +65,7 @@ class CocoSketch(LocalFilesBuilder):
         }))
 
   def _split_generators(self, dl_manager):
-    del dl_manager  # Local files only.
+    del dl_manager  # Only the files in manual_dir; nothing is downloaded.
     require_files(self.manual_dir, list(SPLITS.values()), dataset="coco_sketch", how=HOW)
     return {split: self._generate_examples(split, folder) for split, folder in SPLITS.items()}
 

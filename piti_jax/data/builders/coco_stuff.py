@@ -1,4 +1,4 @@
-"""COCO-Stuff 2017 (images + stuffthingmaps) from local files.
+"""COCO-Stuff 2017 (images + stuffthingmaps) from the files in manual_dir (local or gs://).
 
 manual_dir layout (the official downloads, unpacked):
   train2017/<id>.jpg, val2017/<id>.jpg                       COCO 2017 images
@@ -33,7 +33,7 @@ class CocoStuff(LocalFilesBuilder):
                                     features=segmentation_features(tfds))
 
   def _split_generators(self, dl_manager):
-    del dl_manager  # Local files only.
+    del dl_manager  # Only the files in manual_dir; nothing is downloaded.
     needed = [d for d in SPLITS.values()] + [os.path.join(LABEL_DIR, d) for d in SPLITS.values()]
     require_files(self.manual_dir, needed, dataset="coco_stuff", how=HOW)
     return {split: self._generate_examples(split, folder) for split, folder in SPLITS.items()}

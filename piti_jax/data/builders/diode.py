@@ -1,4 +1,4 @@
-"""DIODE depth + normals from local files, rendered as PITI's preprocess_depth.
+"""DIODE depth + normals from the files in manual_dir, rendered as PITI's preprocess_depth.
 
 manual_dir layout (the official DIODE archives unpacked):
   train/<indoors|outdoor>/<scene>/<scan>/<name>.png with <name>_depth.npy, <name>_depth_mask.npy
@@ -90,7 +90,7 @@ class Diode(LocalFilesBuilder):
                                              "depth": image(), "normal": image()}))
 
   def _split_generators(self, dl_manager):
-    del dl_manager  # Local files only.
+    del dl_manager  # Only the files in manual_dir; nothing is downloaded.
     require_files(self.manual_dir, list(SPLITS.values()), dataset="diode", how=HOW)
     return {split: self._generate_examples(split, folder) for split, folder in SPLITS.items()}
 

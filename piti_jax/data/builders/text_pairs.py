@@ -176,7 +176,7 @@ class TextPairs(LocalFilesBuilder):
         }))
 
   def _split_generators(self, dl_manager):
-    del dl_manager  # Local files only.
+    del dl_manager  # Only the files in manual_dir; nothing is downloaded.
     layout = self.builder_config.layout
     pairs, unusable = self._list_pairs(layout)
     for path, reason in unusable:
