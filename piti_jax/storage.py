@@ -43,11 +43,7 @@ def is_leader() -> bool:
 
 def write_text(target: PathLike, text: str) -> None:
   """Writes `text` to `target` under a temporary name, then renames it (readers never see half a file)."""
-  target = path(target)
-  target.parent.mkdir(parents=True, exist_ok=True)
-  staging = target.parent / f".{target.name}.tmp"
-  staging.write_text(text)
-  staging.replace(target)
+  write_bytes(target, text.encode("utf-8"))
 
 
 def write_json(target: PathLike, value: Any) -> None:
@@ -56,7 +52,7 @@ def write_json(target: PathLike, value: Any) -> None:
 
 
 def write_bytes(target: PathLike, data: bytes) -> None:
-  """Like `write_text`, for bytes (e.g. an encoded PNG)."""
+  """Writes `data` (e.g. an encoded PNG) to `target` under a temporary name, then renames it."""
   target = path(target)
   target.parent.mkdir(parents=True, exist_ok=True)
   staging = target.parent / f".{target.name}.tmp"
