@@ -1,8 +1,11 @@
-"""kill -9 in the middle of an asynchronous save, then a resume whose run turns non-finite (subprocesses).
+"""kill -9 in the middle of an asynchronous save, a resume whose run turns non-finite, then a damaged
+newest checkpoint (subprocesses).
 
 One uninterrupted run (A) is killed while a checkpoint is being written. The next run (B) in the
 same workdir removes the interrupted save, resumes from the newest complete checkpoint, and, with
 a learning rate that makes its second step non-finite, stops without that step becoming a checkpoint.
+A third run (C), after B's newest checkpoint has had an array file cut in half, warns with the step
+and the file and resumes from the checkpoint before it.
 """
 
 import os
@@ -20,6 +23,7 @@ from tests.train_helpers import REPO, subprocess_env
 
 METRICS_LINE = re.compile(r"\[(\d+)\] .*loss=")
 RESUME_LINE = re.compile(r"resuming \S+ from step (\d+)")
+DAMAGED_LINE = re.compile(r"checkpoint step (\d+) is damaged")
 TMP = ".orbax-checkpoint-tmp"
 
 
@@ -82,3 +86,18 @@ def test_kill_during_a_save_then_resume_and_nan_is_never_saved(tmp_path, compile
   assert saved[-1] == bad_step and f"still the last good one (step {bad_step})" in errors[0]
   params = checkpoint.load_trained_tree(str(workdir), "params")
   assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(params))
+
+  # Run C: the newest checkpoint loses half of its largest array file.
+  array_files = [os.path.join(root, name) for root, _, names in os.walk(checkpoints / str(saved[-1]) / "state")
+                 for name in names if os.sep + "d" + os.sep in os.path.join(root, name)]
+  damaged = max(array_files, key=os.path.getsize)
+  with open(damaged, "r+b") as f:
+    f.truncate(os.path.getsize(damaged) // 2)
+  third = subprocess.run(_command(workdir, data_dir, f"--config.train.num_steps={saved[-1] + 1}"), cwd=REPO,
+                         env=env, capture_output=True, text=True, timeout=600, check=False)
+  log = third.stderr
+  assert third.returncode == 0, log[-3000:]
+  warnings = [line for line in log.splitlines() if DAMAGED_LINE.search(line)]
+  assert len(warnings) == 1 and f"step {saved[-1]} is damaged" in warnings[0], log[-3000:]
+  assert os.path.basename(damaged) in warnings[0], warnings[0]
+  assert [int(m) for m in RESUME_LINE.findall(log)] == [saved[-2]], log[-3000:]
