@@ -8,9 +8,8 @@ import sys
 import time
 
 from piti_jax.errors import EXIT_PREEMPTED
-from tests.train_helpers import REPO, subprocess_env
+from tests.train_helpers import REPO, read_until_step, subprocess_env
 
-METRICS_LINE = re.compile(r"\[(\d+)\] .*loss=")
 STOP_LINE = re.compile(r"preemption notice: saving step (\d+) and stopping")
 
 
@@ -25,17 +24,8 @@ def test_sigterm_leaves_a_checkpoint_of_the_step_it_stopped_at(tmp_path, compile
   env = subprocess_env(8, compile_cache)
   process = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                              text=True)
-  deadline = time.time() + 600
-  seen = []
   try:
-    for line in process.stderr:
-      seen.append(line)
-      match = METRICS_LINE.search(line)
-      if match and int(match.group(1)) >= 2:
-        break
-      assert time.time() < deadline, "the run did not reach step 2 in time"
-    else:
-      raise AssertionError("the run ended before step 2:\n" + "".join(seen[-30:]))
+    read_until_step(process, 2, time.time() + 600)
     process.send_signal(signal.SIGTERM)
     _, rest = process.communicate(timeout=300)
   finally:

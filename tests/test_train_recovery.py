@@ -19,9 +19,8 @@ import jax
 import numpy as np
 
 from piti_jax.train import checkpoint
-from tests.train_helpers import REPO, subprocess_env
+from tests.train_helpers import REPO, read_until_step, subprocess_env
 
-METRICS_LINE = re.compile(r"\[(\d+)\] .*loss=")
 RESUME_LINE = re.compile(r"resuming \S+ from step (\d+)")
 DAMAGED_LINE = re.compile(r"checkpoint step (\d+) is damaged")
 TMP = ".orbax-checkpoint-tmp"
@@ -47,16 +46,9 @@ def test_kill_during_a_save_then_resume_and_nan_is_never_saved(tmp_path, compile
   first = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE,  # pylint: disable=R1732
                            stdout=subprocess.DEVNULL, text=True)
   deadline = time.time() + 600
-  seen, interrupted = [], []
+  interrupted = []
   try:
-    for line in first.stderr:  # until step 3 is logged
-      seen.append(line)
-      match = METRICS_LINE.search(line)
-      if match and int(match.group(1)) >= 3:
-        break
-      assert time.time() < deadline, "run A did not reach step 3 in time"
-    else:
-      raise AssertionError("run A ended early:\n" + "".join(seen[-30:]))
+    read_until_step(first, 3, deadline)
     while not interrupted and time.time() < deadline:  # a save is under way: kill now
       interrupted = [d for d in os.listdir(checkpoints) if TMP in d]
       if not interrupted:

@@ -1,6 +1,9 @@
 """Shared tiny configs for the train-loop tests (shapes dataset, 32x32 models)."""
 
 import os
+import re
+import subprocess
+import time
 
 from piti_jax.train.config import load_config_file
 
@@ -38,3 +41,18 @@ def subprocess_env(devices: int, compile_cache: str) -> dict[str, str]:
   return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
               JAX_COMPILATION_CACHE_DIR=compile_cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+
+
+METRICS_LINE = re.compile(r"\[(\d+)\] .*loss=")
+
+
+def read_until_step(process: subprocess.Popen, step: int, deadline: float) -> None:
+  """Reads a training subprocess's stderr until it logs the metrics of `step` (fails if it ends or is late)."""
+  seen = []
+  for line in process.stderr:
+    seen.append(line)
+    match = METRICS_LINE.search(line)
+    if match and int(match.group(1)) >= step:
+      return
+    assert time.time() < deadline, f"the run did not reach step {step} in time"
+  raise AssertionError(f"the run ended before step {step}:\n" + "".join(seen[-30:]))
