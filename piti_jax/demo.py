@@ -69,8 +69,13 @@ def _merge(target: ml_collections.ConfigDict, changes: ml_collections.ConfigDict
       target[key] = value
 
 
-def stage_config(config: ml_collections.ConfigDict, name: str, workdir: str) -> ml_collections.ConfigDict:
-  """The train config of one demo stage: the configs/shapes.py job plus the demo's settings."""
+def stage_config(config: ml_collections.ConfigDict, name: str, workdir: str,
+                 init_dirs: dict[str, str] | None = None) -> ml_collections.ConfigDict:
+  """The train config of one demo stage: the configs/shapes.py job plus the demo's settings.
+
+  The dataset lives in <workdir>/tfds; init.<name> reads <workdir>/<earlier stage>, or
+  init_dirs[<name>] when given (the experiments keep each stage in its own cache folder).
+  """
   stage = config.stages[name]
   job = train_config.load_config_file(config.jobs_file, stage.job)
   job.seed = config.seed
@@ -91,18 +96,20 @@ def stage_config(config: ml_collections.ConfigDict, name: str, workdir: str) -> 
       raise PitiError(f"demo stage {name}: configs/shapes.py:{stage.job} has no init.{init_name}; "
                       f"it has {', '.join(job_init) or 'none'}.")
     job.init[init_name] = job_init[init_name]
-    job.init[init_name].path = str(storage.path(workdir) / source)
+    job.init[init_name].path = (init_dirs or {}).get(init_name) or str(storage.path(workdir) / source)
   return job
 
 
-def train_stage(config: ml_collections.ConfigDict, name: str, workdir: str) -> tuple[str, bool]:
-  """Trains (or resumes, or reuses) one stage -> (its exported model checkpoint, whether reused)."""
-  stage_dir = str(storage.path(workdir) / name)
+def train_stage(config: ml_collections.ConfigDict, name: str, workdir: str, stage_dir: str | None = None,
+                init_dirs: dict[str, str] | None = None) -> tuple[str, bool]:
+  """Trains (or resumes, or reuses) one stage in stage_dir (default <workdir>/<name>)
+  -> (its exported model checkpoint, whether reused)."""
+  stage_dir = stage_dir or str(storage.path(workdir) / name)
   export = export_dir(stage_dir)
   if export is not None:
     _say(f"{name}: done before, reusing {export}")
     return export, True
-  job = stage_config(config, name, workdir)
+  job = stage_config(config, name, workdir, init_dirs)
   _say(f"{name}: {job.train.num_steps} steps of configs/shapes.py:{config.stages[name].job} "
        f"(batch {job.train.global_batch_size}, lr {job.optim.lr:g})")
   start = time.perf_counter()

@@ -1,0 +1,120 @@
+"""Layout mIoU against training steps: how far the demo's recipe is from its quality goal.
+
+  python -m experiments.training_length         # full: about 45 minutes on 2 CPU cores
+  python -m experiments.training_length --quick    # under 10 minutes
+
+Two curves, with the demo's recipe and sizes (configs/demo.py): stage 2 trained for longer
+and longer from the demo's prior (600 steps) and stage 1 (200 steps); and the prior trained
+for longer, each followed by the demo's stage 1 (200) and stage 2 (500). Beside mIoU it
+reports the model's colour error at high noise: the RMS over validation images of the error
+of the mean colour of its x0 prediction, from a noised ground truth at t = 900 (of 1000,
+cosine schedule). That error sets a sample's overall colour, which the colour oracle reads.
+"""
+
+import os
+import time
+
+import numpy as np
+
+from experiments import common
+
+FULL = {"stage2_steps": (250, 500, 1000, 2000, 3000), "prior_steps": (300, 600, 1200)}
+QUICK = {"stage2_steps": (40, 80), "prior_steps": (40, 80), "prior": 80, "stage1": 20, "stage2": 40}
+HIGH_NOISE_T = 900
+
+
+def colour_error_at_high_noise(cache: common.Cache, model_dir: str, count: int, seed: int) -> float:
+  """RMS over `count` validation images of |mean colour of x0_hat(x_t, t) - mean colour of x0| at t = 900."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+  from piti_jax.diffusion.gaussian import make_diffusion  # pylint: disable=import-outside-toplevel
+  from piti_jax.models import checkpoint as model_checkpoint  # pylint: disable=import-outside-toplevel
+
+  model = model_checkpoint.from_checkpoint(model_dir)
+  data = common.demo.stage_config(cache._demo_config(seed), "stage2", cache.root).data  # pylint: disable=protected-access
+  inputs = common.inference.read_dataset_inputs(data, "validation", count, model.config.image_size)
+  x0 = jnp.asarray(inputs.truth, jnp.float32) / 127.5 - 1.0
+  cond = jnp.asarray(inputs.condition(data.condition_size))
+  diffusion = make_diffusion("cosine", 1000)
+  t = jnp.full((count,), HIGH_NOISE_T)
+  noise = jax.random.normal(jax.random.key(seed), x0.shape)
+  x_t = diffusion.q_sample(x0, t, noise)
+  eps = model(x_t, t, encoded=model.encode(cond))[..., :3]
+  abar = float(diffusion.alphas_cumprod[HIGH_NOISE_T])
+  x0_hat = jnp.clip((x_t - np.sqrt(1 - abar) * eps) / np.sqrt(abar), -1, 1)
+  error = jnp.mean(x0_hat - x0, axis=(1, 2))  # (count, 3)
+  return float(jnp.sqrt(jnp.mean(error ** 2)))
+
+
+def main(argv=None) -> None:
+  setting = common.parse_args("training_length", __doc__.splitlines()[0], argv)
+  cache, started = setting.cache, time.perf_counter()
+  plan = QUICK if setting.quick else FULL
+  demo_steps = common.demo_recipe(0).steps
+  prior_steps, stage1_steps, stage2_steps = (plan.get(name, demo_steps[name]) for name in ("prior", "stage1", "stage2"))
+
+  def measure(model_dir: str, seed: int) -> dict[str, float]:
+    score = cache.score(cache.sample(model_dir, seed=seed))
+    return {"miou": score["miou"], "kid": score["kid"], "ceiling": score["ceiling"]["16px"]["miou"],
+            "colour_error": colour_error_at_high_noise(cache, model_dir, setting.count, seed)}
+
+  stage2_curve, prior_curve = [], []
+  for steps in plan["prior_steps"]:
+    per_seed = [measure(cache.train(common.demo_recipe(seed, prior=steps, stage1=stage1_steps).stage2, stage2_steps),
+                        seed)
+                for seed in setting.seeds]
+    prior_curve.append((steps, {k: common.spread([m[k] for m in per_seed]) for k in per_seed[0]}))
+  for steps in plan["stage2_steps"]:
+    per_seed = [measure(cache.train(common.demo_recipe(seed, prior=prior_steps, stage1=stage1_steps).stage2, steps),
+                        seed)
+                for seed in setting.seeds]
+    stage2_curve.append((steps, {k: common.spread([m[k] for m in per_seed]) for k in per_seed[0]}))
+
+  columns = ["layout mIoU", "KID", "colour error at t=900", "ceiling (ground truth)"]
+  cells = lambda m: [common.show(m["miou"]), common.show(m["kid"]), common.show(m["colour_error"]),  # noqa: E731
+                     common.show(m["ceiling"])]
+  tables = [
+      {"caption": f"Stage 2 trained longer (prior {prior_steps} steps, stage 1 {stage1_steps} steps; "
+                  "the demo runs 500):",
+       "columns": ["stage-2 steps", *columns], "rows": [[s, *cells(m)] for s, m in stage2_curve]},
+      {"caption": f"Prior trained longer (then stage 1 {stage1_steps} and stage 2 {stage2_steps} steps; "
+                  "the demo's prior runs 600):",
+       "columns": ["prior steps", *columns], "rows": [[s, *cells(m)] for s, m in prior_curve]},
+  ]
+  plot = _plot(setting.out_dir, stage2_curve, prior_curve)
+  result = {"title": "Layout mIoU against training steps", "question": __doc__.split("\n\n")[2].replace("\n", " "),
+            "tables": tables, "plots": [plot],
+            "curves": {"stage2": stage2_curve, "prior": prior_curve}}
+  common.write_result(setting, "training_length", result, started)
+
+
+def _plot(out_dir: str, stage2_curve, prior_curve) -> dict:
+  import matplotlib  # pylint: disable=import-outside-toplevel
+
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+
+  figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+  for axis, curve, label in ((axes[0], stage2_curve, "stage-2 steps"), (axes[1], prior_curve, "prior steps")):
+    steps = [s for s, _ in curve]
+    for metric, name in (("miou", "layout mIoU"), ("colour_error", "colour error at t=900")):
+      mean = [m[metric]["mean"] for _, m in curve]
+      low = [m[metric]["min"] for _, m in curve]
+      high = [m[metric]["max"] for _, m in curve]
+      axis.plot(steps, mean, marker="o", label=name)
+      axis.fill_between(steps, low, high, alpha=0.2)
+    axis.axhline(curve[0][1]["ceiling"]["mean"], color="grey", linestyle="--", label="mIoU ceiling")
+    axis.set_xlabel(label)
+    axis.set_xscale("log")
+  axes[0].legend(fontsize=8)
+  figure.tight_layout()
+  os.makedirs(out_dir, exist_ok=True)
+  file = "training_length.png"
+  figure.savefig(os.path.join(out_dir, file), dpi=100)
+  plt.close(figure)
+  return {"file": file, "caption": "layout mIoU and high-noise colour error against training steps"}
+
+
+if __name__ == "__main__":
+  main()
