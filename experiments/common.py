@@ -104,7 +104,7 @@ class Cache:
     self._evaluator = None
     os.makedirs(self.root, exist_ok=True)
 
-  def _demo_config(self, seed: int) -> ml_collections.ConfigDict:
+  def demo_config(self, seed: int) -> ml_collections.ConfigDict:
     config = train_config.load_config_file(DEMO_CONFIG)
     config.seed = seed
     config.evaluation.count = self.count
@@ -130,7 +130,7 @@ class Cache:
     os.makedirs(run_dir, exist_ok=True)
     with open(os.path.join(run_dir, "stage.json"), "w") as f:
       json.dump(stage.describe(), f, indent=1, sort_keys=True, default=str)
-    config = self._demo_config(stage.seed)
+    config = self.demo_config(stage.seed)
     config.stages[stage.job] = ml_collections.ConfigDict({
         "job": stage.job, "steps": steps, "batch_size": stage.batch_size, "lr": stage.lr,
         "init": {name: name for name, _, _ in stage.init},
@@ -155,7 +155,7 @@ class Cache:
   def sample(self, base: str, upsampler: str | None = None, seed: int = 0, base_sample: dict | None = None,
              upsampler_sample: dict | None = None) -> str:
     """mode=sample on the validation masks -> the sample folder (base, upsampled, condition, ground truth)."""
-    config = self._demo_config(seed)
+    config = self.demo_config(seed)
     if base_sample is not None:
       config.evaluation.base_sample = sample_config(**base_sample)
     if upsampler_sample is not None:

@@ -6,9 +6,11 @@
 Two curves, with the demo's recipe and sizes (configs/demo.py): stage 2 trained for longer
 and longer from the demo's prior (600 steps) and stage 1 (200 steps); and the prior trained
 for longer, each followed by the demo's stage 1 (200) and stage 2 (500). Beside mIoU it
-reports the model's colour error at high noise: the RMS over validation images of the error
-of the mean colour of its x0 prediction, from a noised ground truth at t = 900 (of 1000,
-cosine schedule). That error sets a sample's overall colour, which the colour oracle reads.
+reports two diagnostics of the model's noise predictions on noised validation images (cosine
+schedule, 1000 steps): the colour error at high noise, the RMS over images of the error of the
+mean colour of its x0 prediction at t = 900, which sets a sample's overall colour; and the mask
+use, how much worse it predicts the noise when given another validation image's mask,
+(MSE_other - MSE_own) / MSE_own at t = 300, 500, 700: 0 means the mask is ignored.
 """
 
 import os
@@ -21,10 +23,16 @@ from experiments import common
 FULL = {"stage2_steps": (250, 500, 1000, 2000, 3000), "prior_steps": (300, 600, 1200)}
 QUICK = {"stage2_steps": (40, 80), "prior_steps": (40, 80), "prior": 80, "stage1": 20, "stage2": 40}
 HIGH_NOISE_T = 900
+MASK_USE_T = (300, 500, 700)
 
 
-def colour_error_at_high_noise(cache: common.Cache, model_dir: str, count: int, seed: int) -> float:
-  """RMS over `count` validation images of |mean colour of x0_hat(x_t, t) - mean colour of x0| at t = 900."""
+def diagnostics(cache: common.Cache, model_dir: str, count: int, seed: int) -> dict[str, float]:
+  """Two numbers from the model's noise predictions on `count` noised validation images:
+
+  colour_error: RMS over images of the error of the mean colour of x0_hat(x_t, t) at t = 900;
+  mask_use: how much worse eps is predicted with another image's mask than with its own,
+    (MSE_other - MSE_own) / MSE_own, at t = 300, 500 and 700 together (0: the mask is ignored).
+  """
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
@@ -32,19 +40,27 @@ def colour_error_at_high_noise(cache: common.Cache, model_dir: str, count: int, 
   from piti_jax.models import checkpoint as model_checkpoint  # pylint: disable=import-outside-toplevel
 
   model = model_checkpoint.from_checkpoint(model_dir)
-  data = common.demo.stage_config(cache._demo_config(seed), "stage2", cache.root).data  # pylint: disable=protected-access
+  data = common.demo.stage_config(cache.demo_config(seed), "stage2", cache.root).data
   inputs = common.inference.read_dataset_inputs(data, "validation", count, model.config.image_size)
   x0 = jnp.asarray(inputs.truth, jnp.float32) / 127.5 - 1.0
   cond = jnp.asarray(inputs.condition(data.condition_size))
+  encoded = {"own": model.encode(cond), "other": model.encode(jnp.roll(cond, 1, axis=0))}
   diffusion = make_diffusion("cosine", 1000)
-  t = jnp.full((count,), HIGH_NOISE_T)
-  noise = jax.random.normal(jax.random.key(seed), x0.shape)
-  x_t = diffusion.q_sample(x0, t, noise)
-  eps = model(x_t, t, encoded=model.encode(cond))[..., :3]
+  key = jax.random.key(seed)
+
+  def eps_at(step: int, which: str) -> tuple[jax.Array, jax.Array, jax.Array]:
+    noise = jax.random.normal(jax.random.fold_in(key, step), x0.shape)
+    t = jnp.full((count,), step)
+    x_t = diffusion.q_sample(x0, t, noise)
+    return x_t, noise, model(x_t, t, encoded=encoded[which])[..., :3]
+
+  x_t, _, eps = eps_at(HIGH_NOISE_T, "own")
   abar = float(diffusion.alphas_cumprod[HIGH_NOISE_T])
   x0_hat = jnp.clip((x_t - np.sqrt(1 - abar) * eps) / np.sqrt(abar), -1, 1)
-  error = jnp.mean(x0_hat - x0, axis=(1, 2))  # (count, 3)
-  return float(jnp.sqrt(jnp.mean(error ** 2)))
+  colour_error = float(jnp.sqrt(jnp.mean(jnp.mean(x0_hat - x0, axis=(1, 2)) ** 2)))
+  mse = {which: sum(float(jnp.mean((eps_at(step, which)[2] - eps_at(step, which)[1]) ** 2))
+                    for step in MASK_USE_T) for which in ("own", "other")}
+  return {"colour_error": colour_error, "mask_use": (mse["other"] - mse["own"]) / mse["own"]}
 
 
 def main(argv=None) -> None:
@@ -57,7 +73,7 @@ def main(argv=None) -> None:
   def measure(model_dir: str, seed: int) -> dict[str, float]:
     score = cache.score(cache.sample(model_dir, seed=seed))
     return {"miou": score["miou"], "kid": score["kid"], "ceiling": score["ceiling"]["16px"]["miou"],
-            "colour_error": colour_error_at_high_noise(cache, model_dir, setting.count, seed)}
+            **diagnostics(cache, model_dir, setting.count, seed)}
 
   stage2_curve, prior_curve = [], []
   for steps in plan["prior_steps"]:
@@ -71,9 +87,9 @@ def main(argv=None) -> None:
                 for seed in setting.seeds]
     stage2_curve.append((steps, {k: common.spread([m[k] for m in per_seed]) for k in per_seed[0]}))
 
-  columns = ["layout mIoU", "KID", "colour error at t=900", "ceiling (ground truth)"]
+  columns = ["layout mIoU", "KID", "colour error at t=900", "mask use", "ceiling (ground truth)"]
   cells = lambda m: [common.show(m["miou"]), common.show(m["kid"]), common.show(m["colour_error"]),  # noqa: E731
-                     common.show(m["ceiling"])]
+                     common.show(m["mask_use"]), common.show(m["ceiling"])]
   tables = [
       {"caption": f"Stage 2 trained longer (prior {prior_steps} steps, stage 1 {stage1_steps} steps; "
                   "the demo runs 500):",
@@ -98,7 +114,8 @@ def _plot(out_dir: str, stage2_curve, prior_curve) -> dict:
   figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
   for axis, curve, label in ((axes[0], stage2_curve, "stage-2 steps"), (axes[1], prior_curve, "prior steps")):
     steps = [s for s, _ in curve]
-    for metric, name in (("miou", "layout mIoU"), ("colour_error", "colour error at t=900")):
+    for metric, name in (("miou", "layout mIoU"), ("colour_error", "colour error at t=900"),
+                         ("mask_use", "mask use")):
       mean = [m[metric]["mean"] for _, m in curve]
       low = [m[metric]["min"] for _, m in curve]
       high = [m[metric]["max"] for _, m in curve]
@@ -113,7 +130,7 @@ def _plot(out_dir: str, stage2_curve, prior_curve) -> dict:
   file = "training_length.png"
   figure.savefig(os.path.join(out_dir, file), dpi=100)
   plt.close(figure)
-  return {"file": file, "caption": "layout mIoU and high-noise colour error against training steps"}
+  return {"file": file, "caption": "layout mIoU, high-noise colour error and mask use against training steps"}
 
 
 if __name__ == "__main__":

@@ -113,11 +113,18 @@ def train_stage(config: ml_collections.ConfigDict, name: str, workdir: str, stag
   _say(f"{name}: {job.train.num_steps} steps of configs/shapes.py:{config.stages[name].job} "
        f"(batch {job.train.global_batch_size}, lr {job.optim.lr:g})")
   start = time.perf_counter()
-  result = loop.train(job, stage_dir, on_metrics=_Progress(name, job.train.num_steps, 0))
+  result = loop.train(job, stage_dir, on_metrics=_Progress(name, job.train.num_steps, _newest_checkpoint(stage_dir)))
   if result.preempted:
     raise PitiError(f"the demo was stopped during {name} at step {result.step}; run the same command to resume.")
   _say(f"{name}: finished in {(time.perf_counter() - start) / 60:.1f} min")
   return export_dir(stage_dir), False
+
+
+def _newest_checkpoint(stage_dir: str) -> int:
+  """The step a stage resumes from (its newest checkpoint folder; 0 for a new stage), for the ETA."""
+  checkpoints = storage.path(stage_dir) / "checkpoints"
+  steps = [int(entry.name) for entry in checkpoints.iterdir() if entry.name.isdigit()] if checkpoints.is_dir() else []
+  return max(steps, default=0)
 
 
 def fresh_encoder_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, bool]:
