@@ -2,7 +2,8 @@
 
 Every experiment script writes <out>/<name>.json (its tables, plots, command, seeds and wall
 time) and calls `write_markdown`, so the page always shows every finished experiment;
-running this module regenerates it from those files without training anything.
+running this module regenerates it from those files without training anything. What the
+numbers mean is written by hand in <out>/<name>.findings.md and shown under the tables.
 """
 
 import argparse
@@ -49,8 +50,10 @@ def section(record: dict, out_dir: str) -> list[str]:
   for plot in record.get("plots", []):
     lines += [f"![{plot['caption']}]({os.path.relpath(os.path.join(out_dir, plot['file']), os.path.dirname(out_dir))})",
               ""]
-  if record.get("findings"):
-    lines += ["Findings: " + record["findings"], ""]
+  findings = os.path.join(out_dir, f"{record['experiment']}.findings.md")
+  if os.path.isfile(findings):  # written by a person from the numbers above, kept beside them
+    with open(findings) as f:
+      lines += [f.read().strip(), ""]
   return lines
 
 

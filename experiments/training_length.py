@@ -124,6 +124,8 @@ def _plot(out_dir: str, stage2_curve, prior_curve) -> dict:
     axis.axhline(curve[0][1]["ceiling"]["mean"], color="grey", linestyle="--", label="mIoU ceiling")
     axis.set_xlabel(label)
     axis.set_xscale("log")
+    axis.set_xticks(steps, [str(s) for s in steps])
+    axis.minorticks_off()
   axes[0].legend(fontsize=8)
   figure.tight_layout()
   os.makedirs(out_dir, exist_ok=True)
