@@ -13,7 +13,6 @@ STACK = [
     "tensorflow-cpu==2.21.0",
     "tensorboard==2.21.0",
     "ml-collections==1.1.0",
-    "clu==0.0.12",
     "numpy",
     "pillow",
     "scipy",

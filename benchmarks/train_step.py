@@ -13,6 +13,10 @@ training convention), `xla_gflops_per_image` what XLA counts in the compiled ste
 rates use the median step time. On a CPU `peak_fraction` is the XLA FLOP rate over this
 machine's float32 matmul peak as the same JAX measures it (a 2048^2 matmul, timed right
 before); on a GPU/TPU `mfu` is the model FLOP rate over the devices' bfloat16 peak.
+
+Memory (Linux): `import_rss_mib` is the resident memory once the project is imported,
+`step_peak_rss_mib` the peak of the timed steps alone (`rss.reset_peak` after the compile and
+warm-up step), `peak_rss_mib` the process's peak so far (compiles included).
 """
 
 import json
@@ -22,7 +26,10 @@ from absl import app, flags
 from ml_collections import config_flags
 
 import common
+import rss
 from piti_jax import accounting
+
+IMPORT_RSS_MIB = rss.current_mib()
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/bench.py:tiny", "Job config to benchmark.")
 _MODES = flags.DEFINE_list("modes", [], "Modes: stage1 (encoder only), stage2/pretrain (all); empty = the config's.")
@@ -31,7 +38,9 @@ _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps per mode (after one warm-
 
 def benchmark(config, mode: str | None, steps: int) -> dict:
   bench = common.build_step(config, mode)
+  rss.reset_peak()
   times = bench.run(steps)
+  step_peak = rss.peak_mib()
   peak = accounting.measured_matmul_peak() if jax.devices()[0].platform == "cpu" else None
   batch = bench.config.train.global_batch_size
   seconds = sorted(times)[len(times) // 2]
@@ -45,6 +54,7 @@ def benchmark(config, mode: str | None, steps: int) -> dict:
       **accounting.rate_fields(model_flops=model_flops, xla_flops=accounting.compiled_flops(bench.compiled),
                                seconds=seconds, items=batch, matmul_peak=peak),
       "compile_s": round(bench.compile_s, 1), "peak_rss_mib": round(common.peak_rss_bytes() / 2**20),
+      "step_peak_rss_mib": round(step_peak), "import_rss_mib": round(IMPORT_RSS_MIB),
       "trained_params": count(bench.state.params), "frozen_params": count(bench.state.frozen),
       "optimizer_state_floats": count(bench.state.opt_state),
   }

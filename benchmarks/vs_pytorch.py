@@ -302,6 +302,7 @@ def run_project(row: dict, steps: int, sample_steps: int) -> dict:
     bench = common.build_step(job, row["mode"])
     rss.reset_peak()
     times = bench.run(steps)
+    step_peak = rss.peak_mib()
     xla_flops = accounting.compiled_flops(bench.compiled)
     forward = _forward_flops(config, batch, encoder_only=False)
     model_flops = 3.0 * forward
@@ -316,13 +317,13 @@ def run_project(row: dict, steps: int, sample_steps: int) -> dict:
     jax.block_until_ready(compiled(state, cond, low, key))
     rss.reset_peak()
     times = [t / count for t in common.timed(lambda: compiled(state, cond, low, key), 2)]
+    step_peak = rss.peak_mib()
     xla_flops = accounting.compiled_flops(compiled) / count
     doubled = batch if config.super_res else 2 * batch
     forward = _forward_flops(config, doubled, encoder_only=False)
     encoder = _forward_flops(config, doubled, encoder_only=True)
     model_flops = forward - encoder + encoder / count
     reference_model_flops = forward
-  step_peak = rss.peak_mib()
   peak = accounting.measured_matmul_peak() if jax.devices()[0].platform == "cpu" else None
   return {"step_s": times, "peak_rss_mib": step_peak, "process_peak_rss_mib": rss.process_peak_mib(),
           "import_rss_mib": baseline, "xla_flops": xla_flops,

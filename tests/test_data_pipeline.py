@@ -1,5 +1,7 @@
 """grain pipelines over the prepared `shapes` data source."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -236,3 +238,38 @@ def test_train_subset_reads_only_the_first_records(base_config):
   with pytest.raises(PitiError, match="train_subset"):
     next(pipeline.make_train_iterator(_config(base_config, train_subset=TRAIN_SIZE + 1), global_batch_size=2, seed=0,
                                       process_index=0, process_count=1))
+
+
+NO_TENSORFLOW = """
+import json, sys
+import ml_collections
+import numpy as np
+from piti_jax import demo, inference, main, sampling
+from piti_jax.data import pipeline
+from piti_jax.evaluation import runner
+from piti_jax.train import loop, metrics
+config = ml_collections.ConfigDict(json.loads(sys.argv[1]))
+batch = next(pipeline.make_train_iterator(config, global_batch_size=2, seed=0, process_index=0, process_count=1))
+next(pipeline.make_eval_iterator(config, global_batch_size=2, process_index=0, process_count=1))
+writer = metrics.make_writer(sys.argv[2])
+progress = metrics.make_progress(2, writer, 1)
+for step in (1, 2):
+  progress(step)
+  writer.write_scalars(step, {"loss": float(batch["image"].mean())})
+writer.write_image(2, "samples", np.zeros((4, 4, 3), np.uint8))
+writer.close()
+print(sorted(name for name in sys.modules if name.split(".")[0] == "tensorflow")[:3])
+"""
+
+
+def test_training_sampling_and_evaluation_modules_and_reading_data_do_not_load_tensorflow(base_config, tmp_path):
+  """The import of TensorFlow costs 0.6-0.8 GiB of resident memory; only dataset preparation may load it."""
+  import subprocess
+  import sys
+
+  config = _config(base_config, prepare=False)  # read what the fixture prepared, build nothing
+  result = subprocess.run([sys.executable, "-c", NO_TENSORFLOW, config.to_json(), str(tmp_path)], capture_output=True,
+                          text=True, timeout=300, check=False, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout
+  assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 1

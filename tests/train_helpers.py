@@ -1,9 +1,12 @@
 """Shared tiny configs for the train-loop tests (shapes dataset, 32x32 models)."""
 
+import glob
 import os
 import re
 import subprocess
+import sys
 import time
+import types
 
 from piti_jax.train.config import load_config_file
 
@@ -56,3 +59,23 @@ def read_until_step(process: subprocess.Popen, step: int, deadline: float) -> No
       return
     assert time.time() < deadline, f"the run did not reach step {step} in time"
   raise AssertionError(f"the run ended before step {step}:\n" + "".join(seen[-30:]))
+
+
+def read_events(path: str):
+  """TensorBoard's EventAccumulator over the event file `path`, loaded (every image kept).
+
+  TensorBoard reads files through `tensorboard.compat.tf`, which is TensorFlow when it is installed;
+  the `notf` marker module makes it use its own pure-Python file layer, as a TensorBoard installed
+  without TensorFlow does, so the test process does not load TensorFlow (about 6 s here).
+  """
+  sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=import-outside-toplevel
+
+  accumulator = event_accumulator.EventAccumulator(path, size_guidance={event_accumulator.IMAGES: 0})
+  accumulator.Reload()
+  return accumulator
+
+
+def event_files(directory: str) -> list[str]:
+  """The TensorBoard event files directly in `directory`."""
+  return sorted(glob.glob(os.path.join(directory, "events.out.tfevents.*")))

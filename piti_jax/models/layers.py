@@ -192,12 +192,17 @@ _conv_cpu.defvjp(_conv_cpu_forward, _conv_cpu_backward)
 
 def conv_kernel_gradient(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...], *, stride: int,
                          padding: int) -> jax.Array:
-  """d(sum(g * conv(x, k)))/dk as one GEMM per kernel row.
+  """d(sum(g * conv(x, k)))/dk as one GEMM per kernel row, the rows one after another.
 
   For kernel row a: g (B, H', W', O) is contracted over batch and positions with the
   patches (B, H', W', kw, C) of the padded input at that row's taps, giving (O, kw, C).
   g is the left operand so that XLA transposes it (once, shared by every row) rather than
-  each row's larger patch matrix.
+  each row's larger patch matrix. The rows run in a `lax.map`, so one row's patch array is
+  live at a time: unrolled, XLA's CPU schedule kept every row's patches (of every layer)
+  alive together, half of the bench_tiny step's temporaries (docs/performance.md, section 5;
+  an optimization barrier between the rows was dropped by XLA and changed nothing). Values
+  are bitwise the same; XLA's cost analysis counts the loop body once, so it sees one row's
+  GEMM of each kernel gradient.
   Args:
     x: (B, H, W, C) convolution input; g: (B, H', W', O) output cotangent.
     kernel_shape: (kh, kw, C, O).
@@ -208,15 +213,12 @@ def conv_kernel_gradient(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ..
   out_h, out_w = g.shape[1:3]
   padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
 
-  def tap(a: int, b: int) -> jax.Array:
-    return padded[:, a:a + stride * (out_h - 1) + 1:stride, b:b + stride * (out_w - 1) + 1:stride, :]
+  def row(a: jax.Array) -> jax.Array:
+    band = jax.lax.dynamic_slice_in_dim(padded, a, stride * (out_h - 1) + 1, axis=1)[:, ::stride]
+    patches = jnp.stack([band[:, :, b:b + stride * (out_w - 1) + 1:stride, :] for b in range(kw)], axis=3)
+    return jax.lax.dot_general(g, patches, (((0, 1, 2), (0, 1, 2)), ((), ())), preferred_element_type=jnp.float32)
 
-  rows = []
-  for a in range(kh):
-    patches = jnp.stack([tap(a, b) for b in range(kw)], axis=3)
-    rows.append(jax.lax.dot_general(g, patches, (((0, 1, 2), (0, 1, 2)), ((), ())),
-                                    preferred_element_type=jnp.float32))
-  return jnp.transpose(jnp.stack(rows), (0, 2, 3, 1))
+  return jnp.transpose(jax.lax.map(row, jnp.arange(kh)), (0, 2, 3, 1))
 
 
 class GroupNorm32(nnx.Module):

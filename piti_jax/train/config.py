@@ -19,8 +19,8 @@ Fields (all overridable on the command line, e.g. `--config.train.num_steps=1000
   train.sample_every, sample_batch_size, keep_checkpoints,
   train.export         at the end, write the first EMA (+ frozen parts) as a model checkpoint
                        in <workdir>/export/ema_<rate> (the format inference loads).
-  train.tensorboard    write TensorBoard event files (process 0; through TensorFlow's file layer, which
-                       reads gs:// itself); False: metrics go to the log only.
+  train.tensorboard    write TensorBoard event files in the workdir (process 0; piti_jax.train.event_file,
+                       without TensorFlow); False: metrics go to the log only.
   optim.*              AdamW: lr, encoder_lr/decoder_lr (> 0: separate rates), b1, b2, eps,
                        weight_decay, warmup_steps, cosine_decay_steps, final_lr_fraction,
                        grad_clip_norm (0 = off).

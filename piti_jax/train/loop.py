@@ -353,7 +353,7 @@ class _Run:
       png = io.BytesIO()
       Image.fromarray(grid).save(png, format="PNG")
       storage.write_bytes(path, png.getvalue())
-      self.writer.write_images(step, {"samples": grid[None]})
+      self.writer.write_image(step, "samples", grid)
       logging.info("step %d: sample grid %s (columns: %s)", step, path, ", ".join(names))
 
   def export(self, state: state_lib.TrainState) -> None:

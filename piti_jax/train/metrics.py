@@ -1,18 +1,22 @@
-"""Metric writing from process 0 only: TensorBoard + log lines, progress reports.
+"""Metrics of the train loop: log lines, TensorBoard events (process 0), progress reports.
 
 Metrics arrive as one dict of device scalars per step. They stay on device until the
 next `log_every` boundary (or checkpoint), where `MetricBuffer.fetch` brings them to the
 host in one transfer, checks that every step was finite, and averages them.
+
+Nothing here imports TensorFlow: the event files are written by `train.event_file`.
 """
 
 import math
-from typing import Any
+import time
+from collections.abc import Callable, Mapping
 
 import jax
 import numpy as np
-from clu import metric_writers, periodic_actions
+from absl import logging
 
 from piti_jax.errors import PitiError
+from piti_jax.train import event_file
 
 
 class NonFiniteLoss(PitiError):
@@ -66,15 +70,75 @@ class MetricBuffer:
     return means, first_bad
 
 
-def make_writer(workdir: str, tensorboard: bool = True) -> metric_writers.MetricWriter:
-  """TensorBoard (process 0, when `tensorboard`) and log writer; other processes write nothing."""
-  return metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0 or not tensorboard,
-                                              asynchronous=True)
+class MetricWriter:
+  """Writes scalars and images: a log line each, and TensorBoard events when it has an event file."""
+
+  def __init__(self, events: event_file.EventFile | None):
+    self.events = events
+
+  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+    """Logs `[step] name=value, ...` (names sorted) and adds each scalar under its name."""
+    logging.info("[%d] %s", step, ", ".join(f"{name}={float(value):.6g}" for name, value in sorted(scalars.items())))
+    if self.events is not None:
+      self.events.add(event_file.scalars_event(step, scalars))
+
+  def write_image(self, step: int, tag: str, image: np.ndarray) -> None:
+    """Adds `image`, uint8 (H, W, 3), under `tag` (and logs its shape)."""
+    logging.info("[%d] image %s %s", step, tag, image.shape)
+    if self.events is not None:
+      self.events.add(event_file.image_event(step, tag, image))
+
+  def flush(self) -> None:
+    if self.events is not None:
+      self.events.flush()
+
+  def close(self) -> None:
+    if self.events is not None:
+      self.events.close()
 
 
-def make_progress(num_steps: int, writer: metric_writers.MetricWriter, every_steps: int) -> Any:
-  """clu ReportProgress (steps/s, ETA every `every_steps`) on process 0, a no-op elsewhere."""
+def make_writer(workdir: str, tensorboard: bool = True) -> MetricWriter:
+  """Log lines on every process; a TensorBoard event file in `workdir` on process 0 when `tensorboard`."""
+  return MetricWriter(event_file.EventFile(workdir) if tensorboard and jax.process_index() == 0 else None)
+
+
+def _duration(seconds: float) -> str:
+  minutes, secs = divmod(round(seconds), 60)
+  hours, minutes = divmod(minutes, 60)
+  return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+class ProgressReport:
+  """Training speed every `every_steps` steps and at the last step; call it after every step.
+
+  The first call only starts the clock. Each report logs `<rate> steps/s, <percent>%
+  (<step>/<num_steps>), ETA <time>` and writes the scalars `steps_per_sec` (over the steps
+  since the previous report) and `uptime` (seconds since this object was made).
+  """
+
+  def __init__(self, num_steps: int, writer: MetricWriter, every_steps: int):
+    self.num_steps = num_steps
+    self.writer = writer
+    self.every_steps = every_steps
+    self._start = time.monotonic()
+    self._previous: tuple[int, float] | None = None
+
+  def __call__(self, step: int) -> None:
+    now = time.monotonic()
+    if self._previous is None:
+      self._previous = (step, now)
+      return
+    if step == self._previous[0] or (step % self.every_steps and step != self.num_steps):
+      return
+    rate = (step - self._previous[0]) / (now - self._previous[1])
+    self._previous = (step, now)
+    logging.info("%.2f steps/s, %.1f%% (%d/%d), ETA %s", rate, 100 * step / self.num_steps, step, self.num_steps,
+                 _duration((self.num_steps - step) / rate))
+    self.writer.write_scalars(step, {"steps_per_sec": rate, "uptime": now - self._start})
+
+
+def make_progress(num_steps: int, writer: MetricWriter, every_steps: int) -> Callable[[int], None]:
+  """A ProgressReport on process 0, a no-op elsewhere."""
   if jax.process_index() > 0:
-    return lambda step, **_: None
-  return periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer, every_secs=None,
-                                         every_steps=every_steps)
+    return lambda step: None
+  return ProgressReport(num_steps, writer, every_steps)
