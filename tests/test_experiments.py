@@ -1,0 +1,53 @@
+"""The shapes study's machinery (experiments/): cache keys, result pages and the quick setting end to end."""
+
+import json
+import os
+
+import pytest
+
+from experiments import common, report
+
+
+def test_a_stage_key_changes_with_every_setting_and_with_its_init_sources():
+  prior = common.Stage("pretrain", 2e-3)
+  stage = common.Stage("stage2", 5e-4, init=(("prior", prior, 600),))
+  assert stage.key == common.Stage("stage2", 5e-4, init=(("prior", common.Stage("pretrain", 2e-3), 600),)).key
+  variants = [common.Stage("stage2", 5e-4, seed=1, init=stage.init),
+              common.Stage("stage2", 1e-3, init=stage.init),
+              common.Stage("stage2", 5e-4, init=(("prior", prior, 300),)),
+              common.Stage("stage2", 5e-4, init=(("prior", common.Stage("pretrain", 2e-3, seed=1), 600),)),
+              common.Stage("stage2", 5e-4, init=stage.init, settings=(("data.train_subset", 100),))]
+  keys = {stage.key, *(variant.key for variant in variants)}
+  assert len(keys) == 1 + len(variants)
+
+
+def test_the_demo_recipe_is_configs_demo_and_its_step_overrides():
+  recipe = common.demo_recipe(3, prior=80)
+  assert (recipe.prior.job, recipe.stage1.job, recipe.stage2.job, recipe.upsampler.job) == (
+      "pretrain", "stage1", "stage2", "upsample")
+  assert {s.seed for s in (recipe.prior, recipe.stage1, recipe.stage2, recipe.upsampler)} == {3}
+  assert recipe.steps["prior"] == 80 and recipe.steps["stage2"] == 500
+  assert dict((name, steps) for name, _, steps in recipe.stage2.init) == {"prior": 80, "stage1": 200}
+  assert (recipe.upsampler.image_size, recipe.upsampler.low_res_size, recipe.upsampler.init) == (32, 16, ())
+
+
+def test_spreads_show_mean_and_extremes_over_seeds():
+  assert common.show(common.spread([0.5])) == "0.500"
+  assert common.show(common.spread([0.2, 0.4, 0.3]), 2) == "0.30 (0.20-0.40)"
+
+
+def test_the_results_page_is_rebuilt_from_the_result_files(tmp_path):
+  out = tmp_path / "results"
+  out.mkdir()
+  for name, title in (("samplers", "Samplers"), ("training_length", "Curves")):
+    (out / f"{name}.json").write_text(json.dumps({
+        "experiment": name, "title": title, "question": "Q?", "command": f"python -m experiments.{name}",
+        "setting": "full", "seeds": [0, 1], "count": 64, "wall_seconds": 60.0, "compute_seconds": 600.0,
+        "tables": [{"caption": "c", "columns": ["a", "b"], "rows": [[1, "0.5 (0.4-0.6)"]]}],
+        "plots": [{"file": f"{name}.png", "caption": "p"}]}))
+  page = (tmp_path / "results.md")
+  assert report.write_markdown(str(out)) == str(page)
+  text = page.read_text()
+  assert text.index("## Curves") < text.index("## Samplers")  # the study's order, not the files'
+  assert "| 1 | 0.5 (0.4-0.6) |" in text and "![p](results/samplers.png)" in text
+  assert "10.0 min of training, sampling and scoring" in text
