@@ -42,7 +42,9 @@ def main(argv=None) -> None:
       results[f"{size}/{name}"] = summary
       rows.append([size, name, common.show(summary["miou"]), common.show(summary["fid"], 1),
                    common.show(summary["kid"])])
-  table = {"caption": f"Stage-2 finetuning for {plan['steps']} steps on the first N training scenes:",
+  prior_steps = common.demo_recipe(0, **({"prior": plan["prior"]} if "prior" in plan else {})).steps["prior"]
+  table = {"caption": f"Stage-2 finetuning for {plan['steps']} steps on the first N training scenes "
+                      f"(the pretrained prior: {prior_steps} steps):",
            "columns": ["training scenes", "decoder init", "layout mIoU", "FID", "KID"], "rows": rows}
   common.write_result(setting, "pretraining", {
       "title": "Pretraining against training from scratch", "question": " ".join(__doc__.split("\n\n")[2].split()),

@@ -49,7 +49,8 @@ def main(argv=None) -> None:
     summary = common.for_seeds(setting, measure)
     results[name] = summary
     rows.append([name, common.show(summary["miou"]), common.show(summary["fid"], 1), common.show(summary["kid"])])
-  table = {"caption": f"{plan['steps']} finetuning steps in every recipe, from the same prior:",
+  prior_steps = common.demo_recipe(0, **({"prior": plan["prior"]} if "prior" in plan else {})).steps["prior"]
+  table = {"caption": f"{plan['steps']} finetuning steps in every recipe, from the same prior ({prior_steps} steps):",
            "columns": ["recipe", "layout mIoU", "FID", "KID"], "rows": rows}
   common.write_result(setting, "recipe", {
       "title": "Finetuning recipes", "question": " ".join(__doc__.split("\n\n")[2].split()),
