@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 import ml_collections
 
-from piti_jax import demo, inference
+from piti_jax import demo, inference, param_paths
 from piti_jax.errors import PitiError
 from piti_jax.sampling import sample_config
 from piti_jax.train import config as train_config
@@ -78,18 +78,6 @@ def digest(value: Any) -> str:
   return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def _nested(flat: dict[str, Any]) -> dict[str, Any]:
-  """{"a.b": 1} -> {"a": {"b": 1}}."""
-  tree: dict[str, Any] = {}
-  for name, value in flat.items():
-    node = tree
-    *parents, leaf = name.split(".")
-    for part in parents:
-      node = node.setdefault(part, {})
-    node[leaf] = value
-  return tree
-
-
 def _log(message: str) -> None:
   print(f"[experiments] {message}", flush=True)
 
@@ -134,7 +122,7 @@ class Cache:
     config.stages[stage.job] = ml_collections.ConfigDict({
         "job": stage.job, "steps": steps, "batch_size": stage.batch_size, "lr": stage.lr,
         "init": {name: name for name, _, _ in stage.init},
-        "overrides": _nested({"data.image_size": stage.image_size, "model.overrides.image_size": stage.image_size,
+        "overrides": param_paths.unflatten({"data.image_size": stage.image_size, "model.overrides.image_size": stage.image_size,
                               **({"data.low_res_size": stage.low_res_size} if stage.low_res_size else {}),
                               **dict(stage.settings)})})
     start = time.perf_counter()
@@ -310,3 +298,22 @@ def demo_recipe(seed: int, **steps: int) -> Recipe:
   stage1 = stage("stage1", (("prior", prior, counts["prior"]),))
   stage2 = stage("stage2", (("prior", prior, counts["prior"]), ("stage1", stage1, counts["stage1"])))
   return Recipe(seed=seed, steps=counts, prior=prior, stage1=stage1, stage2=stage2, upsampler=stage("upsampler"))
+
+
+def pyplot():
+  """matplotlib's pyplot on the file-only Agg backend."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+
+  return plt
+
+
+def save_figure(figure: Any, out_dir: str, file: str, caption: str) -> dict[str, str]:
+  """Writes <out_dir>/<file> and closes the figure -> the plot entry of a result."""
+  figure.tight_layout()
+  os.makedirs(out_dir, exist_ok=True)
+  figure.savefig(os.path.join(out_dir, file), dpi=100)
+  pyplot().close(figure)
+  return {"file": file, "caption": caption}

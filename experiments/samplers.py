@@ -10,7 +10,6 @@ varies), scored by LPIPS and FID against the 32x32 ground truth; its reference s
 over the 27 "fast27" steps at temperature 0.997, which is added as a row.
 """
 
-import os
 import time
 
 from experiments import common
@@ -75,12 +74,7 @@ def main(argv=None) -> None:
 
 
 def _plot(out_dir: str, results: dict) -> dict:
-  import matplotlib  # pylint: disable=import-outside-toplevel
-
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
-
-  figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+  figure, axes = common.pyplot().subplots(1, 2, figsize=(9, 3.5))
   for axis, part, metric, label in ((axes[0], "base", "miou", "layout mIoU (base)"),
                                     (axes[1], "upsampler", "lpips", "LPIPS (upsampler)")):
     for name, summary in results[part].items():
@@ -91,12 +85,7 @@ def _plot(out_dir: str, results: dict) -> dict:
     axis.set_xlabel("network evaluations per image")
     axis.set_ylabel(label)
     axis.legend(fontsize=7)
-  figure.tight_layout()
-  os.makedirs(out_dir, exist_ok=True)
-  file = "samplers.png"
-  figure.savefig(os.path.join(out_dir, file), dpi=100)
-  plt.close(figure)
-  return {"file": file, "caption": "quality against network evaluations per image"}
+  return common.save_figure(figure, out_dir, "samplers.png", "quality against network evaluations per image")
 
 
 if __name__ == "__main__":

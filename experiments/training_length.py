@@ -13,7 +13,6 @@ use, how much worse it predicts the noise when given another validation image's 
 (MSE_other - MSE_own) / MSE_own at t = 300, 500, 700: 0 means the mask is ignored.
 """
 
-import os
 import time
 
 import numpy as np
@@ -106,12 +105,7 @@ def main(argv=None) -> None:
 
 
 def _plot(out_dir: str, stage2_curve, prior_curve) -> dict:
-  import matplotlib  # pylint: disable=import-outside-toplevel
-
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
-
-  figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+  figure, axes = common.pyplot().subplots(1, 2, figsize=(9, 3.5))
   for axis, curve, label in ((axes[0], stage2_curve, "stage-2 steps"), (axes[1], prior_curve, "prior steps")):
     steps = [s for s, _ in curve]
     for metric, name in (("miou", "layout mIoU"), ("colour_error", "colour error at t=900"),
@@ -127,12 +121,7 @@ def _plot(out_dir: str, stage2_curve, prior_curve) -> dict:
     axis.set_xticks(steps, [str(s) for s in steps])
     axis.minorticks_off()
   axes[0].legend(fontsize=8)
-  figure.tight_layout()
-  os.makedirs(out_dir, exist_ok=True)
-  file = "training_length.png"
-  figure.savefig(os.path.join(out_dir, file), dpi=100)
-  plt.close(figure)
-  return {"file": file, "caption": "layout mIoU, high-noise colour error and mask use against training steps"}
+  return common.save_figure(figure, out_dir, "training_length.png", "layout mIoU, high-noise colour error and mask use against training steps")
 
 
 if __name__ == "__main__":
