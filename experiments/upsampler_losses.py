@@ -6,7 +6,7 @@ the adversarial term.
 
 All four are the demo's upsampler run (16 -> 32, from scratch, the same steps and rate); the
 terms switch on at the job's adversarial start step with the reference's weights (perceptual
-0.004, adversarial 0.01) or are set to zero; "neither" trains the diffusion loss alone, with no
+0.004, adversarial 0.01) or are set to zero; "diffusion loss only" trains without either term and with no
 critic. Scored on the real 16x16 images: LPIPS and FID of the 32x32 outputs against the ground
 truth, with the reference's upsampler sampler (fast27, temperature 0.997).
 """
