@@ -20,6 +20,7 @@ from piti_jax import storage
 from piti_jax.errors import PitiError
 from piti_jax.train import checkpoint
 from piti_jax.workdir_lock import LOCK_FILE, STALE_S, WorkdirLock
+from tests.train_helpers import REPO, run_on_tmpfs
 
 BATCH = 4
 
@@ -144,69 +145,77 @@ def test_data_position_from_the_step_matches_the_iterator():
     np.testing.assert_array_equal(next(fresh), next(moved))
 
 
-def _mount_tmpfs(path, options: str) -> None:
-  path.mkdir()
-  result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True,
-                          check=False)
-  if result.returncode:
-    pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.decode().strip()}")
-
-
-def test_full_disk_is_one_message_and_the_previous_checkpoint_stays(tmp_path, caplog):
-  disk = tmp_path / "disk"
-  _mount_tmpfs(disk, "size=2m")
-  try:
-    saver = checkpoint.Checkpointer(str(disk), keep=10)
+def small_disk_scenarios(disk: str) -> dict:
+  """Runs on a 2 MiB disk mounted at `disk` (in a subprocess, see `small_disk`): in <disk>/checked a 4 kB
+  checkpoint, then a 4 MB one that the free-space check refuses; in <disk>/writing the same, with the check
+  bypassed so that the asynchronous write itself meets the full disk (a real ENOSPC). Returns per scenario
+  the error message, the checkpoint folders left and the step and first weight that a restart restores."""
+  results = {}
+  for name in ("checked", "writing"):
+    workdir = os.path.join(disk, name)
+    saver = checkpoint.Checkpointer(workdir, keep=10)
     iterator = _iterator()
     saver.save(1, _state(1, 1000), iterator, global_batch_size=BATCH)  # 4 kB
-    with pytest.raises(PitiError) as caught:
+    saver.wait()
+    measured_free_bytes = storage.free_bytes
+    if name == "writing":
+      storage.free_bytes = lambda _: 2**40
+    message = None
+    try:
       saver.save(2, _state(2, 1_000_000), iterator, global_batch_size=BATCH)  # 4 MB
-    saver.close()
-    message = str(caught.value)
-    assert "\n" not in message and f"{disk}/checkpoints" in message and "needs about 4 MiB" in message, message
-    (state, step), _ = _restore_latest(disk, caplog)
-    assert step == 1 and float(state["params"]["w"][0]) == 1.0
-  finally:
-    subprocess.run(["umount", str(disk)], check=False)
-
-
-def test_disk_filling_up_during_an_asynchronous_write_is_one_message_too(tmp_path, caplog, monkeypatch):
-  """The free-space check is bypassed so that the write itself meets the full disk (a real ENOSPC)."""
-  disk = tmp_path / "disk"
-  _mount_tmpfs(disk, "size=2m")
-  try:
-    saver = checkpoint.Checkpointer(str(disk), keep=10)
-    iterator = _iterator()
-    saver.save(1, _state(1, 1000), iterator, global_batch_size=BATCH)
-    monkeypatch.setattr(storage, "free_bytes", lambda _: 2**40)
-    saver.save(2, _state(2, 1_000_000), iterator, global_batch_size=BATCH)  # returns; the write fails behind it
-    with pytest.raises(PitiError) as caught:
       saver.wait()
+    except PitiError as error:
+      message = str(error)
+    finally:
+      storage.free_bytes = measured_free_bytes
     saver.close()
-    message = str(caught.value)
-    assert "\n" not in message and "no space to save checkpoint step 2" in message and "needs about 4 MiB" in message
-    monkeypatch.undo()
-    assert sorted(os.listdir(disk / "checkpoints")) == ["1"]
-    (state, step), _ = _restore_latest(disk, caplog)
-    assert step == 1 and float(state["params"]["w"][0]) == 1.0
-  finally:
-    subprocess.run(["umount", str(disk)], check=False)
+    reader = checkpoint.Checkpointer(workdir, keep=10)
+    state, step = reader.restore_latest(jax.eval_shape(lambda: _state(0)), _iterator(), global_batch_size=BATCH)
+    reader.close()
+    results[name] = {"message": message, "left": sorted(os.listdir(os.path.join(workdir, "checkpoints"))),
+                     "restored_step": int(step), "restored_w0": float(state["params"]["w"][0])}
+  return results
 
 
-def test_workdir_that_is_a_file_under_a_file_or_read_only_is_refused(tmp_path):
+@pytest.fixture(scope="module")
+def small_disk(tmp_path_factory):
+  """small_disk_scenarios' results, from one subprocess that has a 2 MiB tmpfs of its own."""
+  disk = tmp_path_factory.mktemp("small") / "disk"
+  code = ("import json, sys; from tests.test_checkpoint_recovery import small_disk_scenarios; "
+          "print(json.dumps(small_disk_scenarios(sys.argv[1])))")
+  result = run_on_tmpfs(str(disk), "size=2m", [sys.executable, "-c", code, str(disk)], cwd=REPO,
+                        capture_output=True, text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert result.returncode == 0, result.stderr[-3000:]
+  return disk, json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_full_disk_is_one_message_and_the_previous_checkpoint_stays(small_disk):
+  disk, results = small_disk
+  checked = results["checked"]
+  message = checked["message"]
+  assert message and "\n" not in message and f"{disk}/checked/checkpoints" in message, message
+  assert "needs about 4 MiB" in message, message
+  assert (checked["restored_step"], checked["restored_w0"]) == (1, 1.0)
+
+
+def test_disk_filling_up_during_an_asynchronous_write_is_one_message_too(small_disk):
+  _, results = small_disk
+  writing = results["writing"]
+  message = writing["message"]
+  assert message and "\n" not in message and "no space to save checkpoint step 2" in message, message
+  assert "needs about 4 MiB" in message, message
+  assert writing["left"] == ["1"]
+  assert (writing["restored_step"], writing["restored_w0"]) == (1, 1.0)
+
+
+def test_workdir_that_is_a_file_or_under_a_file_is_refused(tmp_path):
+  """(A read-only workdir: tests/test_cli_errors.py::test_read_only_workdir, through the command line.)"""
   file = tmp_path / "file"
   file.write_text("")
   with pytest.raises(PitiError, match=f"workdir {file} is a file"):
     storage.prepare_workdir(str(file), create=True)
   with pytest.raises(PitiError, match=f"workdir {file}/run lies under the file {file}"):
     storage.prepare_workdir(str(file / "run"), create=True)
-  read_only = tmp_path / "ro"
-  _mount_tmpfs(read_only, "ro,size=1m")
-  try:
-    with pytest.raises(PitiError, match=f"cannot write to workdir {read_only}/run .*Read-only file system"):
-      storage.prepare_workdir(str(read_only / "run"), create=True)
-  finally:
-    subprocess.run(["umount", str(read_only)], check=False)
 
 
 def test_live_lock_refuses_and_stale_locks_do_not_block(tmp_path):

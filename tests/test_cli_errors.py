@@ -9,18 +9,18 @@ import pathlib
 import subprocess
 import sys
 
-import pytest
-
 from piti_jax.workdir_lock import LOCK_FILE
+from tests.train_helpers import run_on_tmpfs
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHAPES = ["--config=configs/shapes.py:pretrain", "--config.train.num_steps=1"]
 
 
+RUN = {"cwd": ROOT, "capture_output": True, "text": True, "timeout": 300, "env": dict(os.environ, JAX_PLATFORMS="cpu")}
+
+
 def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
-                        timeout=300, check=False, env=env)
+  return subprocess.run([sys.executable, "-m", module, *args], check=False, **RUN)
 
 
 def one_error_line(result: subprocess.CompletedProcess, prefix: str = "piti-jax: error:") -> str:
@@ -63,16 +63,9 @@ def test_workdir_that_is_a_file_or_under_a_file(tmp_path):
 
 def test_read_only_workdir(tmp_path):
   mount = tmp_path / "ro"
-  mount.mkdir()
-  mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], capture_output=True,
-                           check=False)
-  if mounted.returncode:
-    pytest.skip(f"cannot mount a read-only tmpfs here (needs root): {mounted.stderr.decode().strip()}")
-  try:
-    result = run_module("piti_jax.main", *SHAPES, f"--workdir={mount / 'run'}")
-  finally:
-    subprocess.run(["umount", str(mount)], check=False)
-  assert result.returncode == 2
+  result = run_on_tmpfs(str(mount), "ro,size=1m",
+                        [sys.executable, "-m", "piti_jax.main", *SHAPES, f"--workdir={mount / 'run'}"], **RUN)
+  assert result.returncode == 2, result.stderr[-3000:]
   assert f"cannot write to workdir {mount / 'run'} (Read-only file system)" in one_error_line(result)
 
 

@@ -46,6 +46,16 @@ def subprocess_env(devices: int, compile_cache: str) -> dict[str, str]:
               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
 
 
+def run_on_tmpfs(mount: str, options: str, command: list[str], **run_kwargs) -> subprocess.CompletedProcess:
+  """Runs `command` in new user and mount namespaces in which a tmpfs (mount options `options`, e.g.
+  "size=2m" or "ro,size=1m") is mounted at `mount`: a small or read-only disk that needs no root
+  (unprivileged user namespaces; a root user gets the same). The mount ends with the command."""
+  os.makedirs(mount, exist_ok=True)
+  script = 'mount -t tmpfs -o "$1" tmpfs "$2" && shift 2 && exec "$@"'
+  return subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", options,
+                         str(mount), *command], check=False, **run_kwargs)
+
+
 METRICS_LINE = re.compile(r"\[(\d+)\] .*loss=")
 
 
