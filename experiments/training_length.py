@@ -57,9 +57,15 @@ def diagnostics(cache: common.Cache, model_dir: str, count: int, seed: int) -> d
   abar = float(diffusion.alphas_cumprod[HIGH_NOISE_T])
   x0_hat = jnp.clip((x_t - np.sqrt(1 - abar) * eps) / np.sqrt(abar), -1, 1)
   colour_error = float(jnp.sqrt(jnp.mean(jnp.mean(x0_hat - x0, axis=(1, 2)) ** 2)))
-  mse = {which: sum(float(jnp.mean((eps_at(step, which)[2] - eps_at(step, which)[1]) ** 2))
-                    for step in MASK_USE_T) for which in ("own", "other")}
-  return {"colour_error": colour_error, "mask_use": (mse["other"] - mse["own"]) / mse["own"]}
+  def mse(which: str) -> float:
+    total = 0.0
+    for step in MASK_USE_T:
+      _, noise, predicted = eps_at(step, which)
+      total += float(jnp.mean((predicted - noise) ** 2))
+    return total
+
+  own, other = mse("own"), mse("other")
+  return {"colour_error": colour_error, "mask_use": (other - own) / own}
 
 
 def main(argv=None) -> None:
@@ -74,17 +80,14 @@ def main(argv=None) -> None:
     return {"miou": score["miou"], "kid": score["kid"], "ceiling": score["ceiling"]["16px"]["miou"],
             **diagnostics(cache, model_dir, setting.count, seed)}
 
-  stage2_curve, prior_curve = [], []
-  for steps in plan["prior_steps"]:
-    per_seed = [measure(cache.train(common.demo_recipe(seed, prior=steps, stage1=stage1_steps).stage2, stage2_steps),
-                        seed)
-                for seed in setting.seeds]
-    prior_curve.append((steps, {k: common.spread([m[k] for m in per_seed]) for k in per_seed[0]}))
-  for steps in plan["stage2_steps"]:
-    per_seed = [measure(cache.train(common.demo_recipe(seed, prior=prior_steps, stage1=stage1_steps).stage2, steps),
-                        seed)
-                for seed in setting.seeds]
-    stage2_curve.append((steps, {k: common.spread([m[k] for m in per_seed]) for k in per_seed[0]}))
+  def stage2_after(seed: int, prior: int, stage2: int) -> dict[str, float]:
+    recipe = common.demo_recipe(seed, prior=prior, stage1=stage1_steps)
+    return measure(cache.train(recipe.stage2, stage2), seed)
+
+  prior_curve = [(steps, common.for_seeds(setting, lambda seed, steps=steps: stage2_after(seed, steps, stage2_steps)))
+                 for steps in plan["prior_steps"]]
+  stage2_curve = [(steps, common.for_seeds(setting, lambda seed, steps=steps: stage2_after(seed, prior_steps, steps)))
+                  for steps in plan["stage2_steps"]]
 
   columns = ["layout mIoU", "KID", "colour error at t=900", "mask use", "ceiling (ground truth)"]
   cells = lambda m: [common.show(m["miou"]), common.show(m["kid"]), common.show(m["colour_error"]),  # noqa: E731
@@ -98,7 +101,7 @@ def main(argv=None) -> None:
        "columns": ["prior steps", *columns], "rows": [[s, *cells(m)] for s, m in prior_curve]},
   ]
   plot = _plot(setting.out_dir, stage2_curve, prior_curve)
-  result = {"title": "Layout mIoU against training steps", "question": __doc__.split("\n\n")[2].replace("\n", " "),
+  result = {"title": "Layout mIoU against training steps", "question": " ".join(__doc__.split("\n\n")[2].split()),
             "tables": tables, "plots": [plot],
             "curves": {"stage2": stage2_curve, "prior": prior_curve}}
   common.write_result(setting, "training_length", result, started)
