@@ -37,6 +37,9 @@ def get_config(arg: str = ""):
   config.output_name = "samples"
   config.grid_rows = 16  # rows shown in grid.png
   config.upsample_ground_truth = True  # dataset input: also upsample the real low-res images (for LPIPS)
+  # False: the upsampler skips the base samples and runs only on the real low-res images of a
+  # dataset split (upsample_ground_truth), to evaluate the upsampler alone at half the cost.
+  config.upsample_samples = True
   # input.paths: a folder or comma-separated files (depth: normal.png+depth.png pairs);
   # input.split: a split of the prepared dataset config.data instead (count 0 = all of it).
   config.input = ml_collections.ConfigDict({"paths": "", "split": "", "count": 0})

@@ -141,8 +141,12 @@ class Cache:
       self.seconds[name] = json.load(f).get(field, 0.0)
 
   def sample(self, base: str, upsampler: str | None = None, seed: int = 0, base_sample: dict | None = None,
-             upsampler_sample: dict | None = None) -> str:
-    """mode=sample on the validation masks -> the sample folder (base, upsampled, condition, ground truth)."""
+             upsampler_sample: dict | None = None, upsample_samples: bool = True) -> str:
+    """mode=sample on the validation masks -> the sample folder (base, upsampled, condition, ground truth).
+
+    upsample_samples=False: the upsampler runs only on the real low-res images (upsampled_truth),
+    for scoring the upsampler alone.
+    """
     config = self.demo_config(seed)
     if base_sample is not None:
       config.evaluation.base_sample = sample_config(**base_sample)
@@ -150,11 +154,14 @@ class Cache:
       config.evaluation.upsampler_sample = sample_config(**upsampler_sample)
     key = digest({"base": base, "upsampler": upsampler, "seed": seed, "count": self.count,
                   "base_sample": config.evaluation.base_sample.to_dict(),
-                  "upsampler_sample": config.evaluation.upsampler_sample.to_dict() if upsampler else None})
+                  "upsampler_sample": config.evaluation.upsampler_sample.to_dict() if upsampler else None,
+                  "upsample_samples": upsample_samples})
     folder = os.path.join(self.root, "samples", key)
     if not os.path.isfile(os.path.join(folder, inference.MANIFEST)):
       _log(f"sampling {self.count} masks with {os.path.relpath(base, self.root)} -> samples/{key}")
-      inference.run_pipeline(demo.sample_config(config, self.root, base, upsampler, key), folder)
+      sample = demo.sample_config(config, self.root, base, upsampler, key)
+      sample.upsample_samples = upsample_samples
+      inference.run_pipeline(sample, folder)
     with open(os.path.join(folder, inference.MANIFEST)) as f:
       self.seconds[folder] = json.load(f)["timings"]["total_s"]
     return folder

@@ -17,7 +17,8 @@ Output (<workdir>/<output_name>/), written under a temporary name and renamed wh
 so a failed run leaves nothing that looks finished:
   condition/<name>.png     the condition as the encoder saw it (first 3 channels)
   base/<name>.png          base samples (e.g. 64x64)
-  upsampled/<name>.png     upsampler samples (e.g. 256x256), when an upsampler is given
+  upsampled/<name>.png     upsampler samples (e.g. 256x256), when an upsampler is given (and
+                           config.upsample_samples, the default)
   ground_truth/<name>.png  dataset input only: the real image at the upsampler's (or base) size
   upsampled_truth/<name>.png  dataset input with an upsampler: the upsampler applied to the
                            real image's 8-bit low-res version (for LPIPS against ground truth)
@@ -253,6 +254,11 @@ def run_pipeline(config: ml_collections.ConfigDict, out_dir: str) -> dict:
   upsampler = (load_model(config.upsampler.checkpoint, "upsampler", config.upsampler, mesh, config.dtype)
                if config.upsampler.checkpoint else None)
   _check_pair(base, upsampler, config.task)
+  upsamples_truth = bool(config.input.split) and config.upsample_ground_truth
+  if upsampler is not None and not config.upsample_samples and not upsamples_truth:
+    raise PitiError("config.upsample_samples=False leaves the upsampler nothing to do: it then upsamples only the "
+                    "real low-res images of a dataset split; set config.input.split (and upsample_ground_truth=True), "
+                    "or set upsample_samples=True.")
   final_size = (upsampler or base).config.image_size
   if config.input.split:
     inputs = read_dataset_inputs(config.data, config.input.split, config.input.count, final_size)
@@ -268,7 +274,7 @@ def run_pipeline(config: ml_collections.ConfigDict, out_dir: str) -> dict:
   t0 = time.perf_counter()
   images["base"] = _sample_all(base, base_cond, None, jax.random.fold_in(key, 0), config.batch_size)
   timings["base_s"] = time.perf_counter() - t0
-  if upsampler is not None:
+  if upsampler is not None and config.upsample_samples:
     t0 = time.perf_counter()
     images["upsampled"] = _sample_all(upsampler, up_cond, _unit(images["base"]), jax.random.fold_in(key, 1),
                                       config.batch_size)

@@ -117,9 +117,10 @@ def test_the_upsampler_gets_the_rounded_8bit_base_output(sampled, checkpoints, m
   np.testing.assert_array_equal(inference.grids.to_uint8(levels), [0, 1, 128, 254, 255])
 
 
-@pytest.mark.parametrize("case", ["palette", "mode", "empty", "missing_checkpoint", "task", "upsampler_as_base"])
+@pytest.mark.parametrize("case", ["palette", "mode", "empty", "missing_checkpoint", "task", "upsampler_as_base",
+                                  "upsampler_idle"])
 def test_bad_input_is_a_one_line_user_error_and_writes_nothing(case, checkpoints, mask_folder, tmp_path):
-  paths, ckpt = mask_folder, dict(checkpoints)
+  paths, ckpt, fields = mask_folder, dict(checkpoints), {}
   if case == "palette":
     bad = np.zeros((32, 32, 3), np.uint8)
     bad[:8] = (12, 34, 56)
@@ -135,11 +136,13 @@ def test_bad_input_is_a_one_line_user_error_and_writes_nothing(case, checkpoints
     ckpt["base"], message = str(tmp_path / "nope"), "does not exist"
   elif case == "task":
     ckpt["base"], message = checkpoints["sketch"], "task 'sketch'"
+  elif case == "upsampler_idle":  # files have no real low-res images for an upsampler that skips the samples
+    fields, message = {"upsample_samples": False}, "leaves the upsampler nothing to do"
   else:
     ckpt["base"], message = checkpoints["upsampler"], "is an upsampler"
   out = tmp_path / "out"
   with pytest.raises(PitiError, match=message):
-    inference.run_pipeline(sample_config(ckpt, paths), str(out))
+    inference.run_pipeline(sample_config(ckpt, paths, **fields), str(out))
   assert not out.exists() and not os.path.exists(f"{out}.tmp")
 
 
