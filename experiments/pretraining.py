@@ -1,7 +1,7 @@
 """Does pretraining help? A prior pretrained on shapes captions against random initialisation.
 
   python -m experiments.pretraining            # full: 3 training-set sizes, 2 seeds
-  python -m experiments.pretraining --quick    # under 10 minutes
+  python -m experiments.pretraining --quick    # a few minutes (run end to end by tests/test_experiments.py)
 
 The same finetuning budget for both: PITI's stage-2 job (encoder and decoder trained
 together, the demo's stage-2 rate) for the same number of steps on the first N training
@@ -15,7 +15,7 @@ import time
 from experiments import common
 
 FULL = {"sizes": (100, 1000, 2000), "steps": 400}
-QUICK = {"sizes": (100, 2000), "steps": 40, "prior": 80}
+QUICK = {"sizes": (100, 2000), "steps": 20, "prior": 40}
 
 
 def finetune(seed: int, size: int, pretrained: bool, prior_steps: int | None = None) -> common.Stage:

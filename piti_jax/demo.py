@@ -16,7 +16,7 @@ last checkpoint). Progress lines give the stage, step, loss and ETA.
 
 import json
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
@@ -37,19 +37,15 @@ def _say(message: str) -> None:
     print(f"[demo] {message}", flush=True)
 
 
-class _Progress:
-  """on_metrics hook of the train loop: one line with stage, step, loss and ETA."""
+def _progress_line(stage: str, num_steps: int) -> Callable[[int, dict[str, float]], None]:
+  """on_metrics hook of the train loop: one line with stage, step, loss and the loop's rate and ETA."""
 
-  def __init__(self, stage: str, num_steps: int, first_step: int):
-    self.stage, self.num_steps = stage, num_steps
-    self.start, self.first_step = time.perf_counter(), first_step
+  def report(step: int, values: dict[str, float]) -> None:
+    speed = (f"  {values['steps_per_sec']:.2f} steps/s  ETA {values['eta_seconds'] / 60:.1f} min"
+             if "steps_per_sec" in values else "")
+    _say(f"{stage}: step {step}/{num_steps}  loss {values.get('loss', float('nan')):.4f}{speed}")
 
-  def __call__(self, step: int, means: dict[str, float]) -> None:
-    done = step - self.first_step
-    rate = done / max(time.perf_counter() - self.start, 1e-9)
-    eta = (self.num_steps - step) / rate if rate > 0 else float("nan")
-    _say(f"{self.stage}: step {step}/{self.num_steps}  loss {means.get('loss', float('nan')):.4f}  "
-         f"{rate:.2f} steps/s  ETA {eta / 60:.1f} min")
+  return report
 
 
 def export_dir(workdir: str) -> str | None:
@@ -113,18 +109,11 @@ def train_stage(config: ml_collections.ConfigDict, name: str, workdir: str, stag
   _say(f"{name}: {job.train.num_steps} steps of configs/shapes.py:{config.stages[name].job} "
        f"(batch {job.train.global_batch_size}, lr {job.optim.lr:g})")
   start = time.perf_counter()
-  result = loop.train(job, stage_dir, on_metrics=_Progress(name, job.train.num_steps, _newest_checkpoint(stage_dir)))
+  result = loop.train(job, stage_dir, on_metrics=_progress_line(name, job.train.num_steps))
   if result.preempted:
     raise PitiError(f"the demo was stopped during {name} at step {result.step}; run the same command to resume.")
   _say(f"{name}: finished in {(time.perf_counter() - start) / 60:.1f} min")
   return export_dir(stage_dir), False
-
-
-def _newest_checkpoint(stage_dir: str) -> int:
-  """The step a stage resumes from (its newest checkpoint folder; 0 for a new stage), for the ETA."""
-  checkpoints = storage.path(stage_dir) / "checkpoints"
-  steps = [int(entry.name) for entry in checkpoints.iterdir() if entry.name.isdigit()] if checkpoints.is_dir() else []
-  return max(steps, default=0)
 
 
 def fresh_encoder_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, bool]:

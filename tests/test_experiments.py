@@ -3,7 +3,6 @@
 import json
 import os
 
-import pytest
 
 from experiments import common, report
 
@@ -53,32 +52,32 @@ def test_the_results_page_is_rebuilt_from_the_result_files(tmp_path):
   assert "10.0 min of training, sampling and scoring" in text
 
 
-def test_the_guidance_experiment_runs_end_to_end_in_its_quick_setting_and_then_reads_its_cache(tmp_path):
-  """`python -m experiments.guidance --quick` (8 masks): trains, samples, scores, writes the page; run again,
-  it trains, samples and scores nothing and gives the same tables."""
-  from experiments import guidance  # pylint: disable=import-outside-toplevel
+
+def test_the_pretraining_experiment_runs_end_to_end_in_its_quick_setting_and_then_reads_its_cache(tmp_path):
+  """`python -m experiments.pretraining --quick --count 8`: trains, samples, scores and writes the page;
+  run again, it trains, samples and scores nothing and gives the same tables."""
+  from experiments import pretraining  # pylint: disable=import-outside-toplevel
 
   cache, out = tmp_path / "cache", tmp_path / "docs" / "results"
   argv = ["--quick", "--count", "8", "--cache", str(cache), "--out", str(out)]
-  guidance.main(argv)
-  record = json.loads((out / "guidance.json").read_text())
+  pretraining.main(argv)
+  record = json.loads((out / "pretraining.json").read_text())
   assert (record["setting"], record["seeds"], record["count"]) == ("quick", [0], 8)
+  sizes = pretraining.QUICK["sizes"]
   rows = record["tables"][0]["rows"]
-  assert [row[:2] for row in rows] == [["none", "1"]] + [[name, "3"] for name in guidance.KINDS]
+  assert [row[:2] for row in rows] == [[size, init] for size in sizes for init in ("pretrained prior", "random init")]
   for summary in record["results"].values():
-    assert 0.0 <= summary["miou"]["mean"] <= 1.0 and summary["fid"]["mean"] > 0.0
-    assert 0.0 <= summary["saturation"]["mean"] <= 1.0
+    assert 0.0 <= summary["miou"]["mean"] <= 1.0 and summary["fid"]["mean"] > 0.0 and summary["kid"]["mean"] > -1.0
+  # The prior was trained once and is the init of every pretrained run; each run and sample folder is its own.
+  stages = sorted(os.listdir(cache / "stages"))
+  assert len(stages) == 1 + 2 * len(sizes) and sum(name.startswith("pretrain-") for name in stages) == 1
+  assert len(os.listdir(cache / "scores")) == len(rows)
   assert record["compute_seconds"] > 0.0
-  from PIL import Image  # pylint: disable=import-outside-toplevel
-
-  # 8 rows; columns: mask, unguided, the four kinds, ground truth (16x16 samples shown at 128 px).
-  assert Image.open(out / "guidance_grid.png").size == (7 * (128 + 2) + 2, 8 * (128 + 2) + 2)
   page = (tmp_path / "docs" / "results.md").read_text()
-  assert "## Guidance kinds and scales (quick setting)" in page and "| plain | 3 |" in page
+  assert "## Pretraining against training from scratch (quick setting)" in page and f"| {sizes[0]} | random init |" in page
 
   stored = {path: os.path.getmtime(path) for path in cache.rglob("*") if path.is_file()}
-  assert sum(1 for path in stored if path.parent.name == "scores") == len(rows)
-  guidance.main(argv)
+  pretraining.main(argv)
   assert {path: os.path.getmtime(path) for path in stored} == stored
-  again = json.loads((out / "guidance.json").read_text())
+  again = json.loads((out / "pretraining.json").read_text())
   assert again["tables"] == record["tables"] and again["results"] == record["results"]

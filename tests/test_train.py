@@ -47,17 +47,18 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def prior(data_dir, tmp_path_factory):
-  """A text-to-image prior pretrained on shapes for PRETRAIN_STEPS steps: (workdir, result)."""
+  """A text-to-image prior pretrained on shapes for PRETRAIN_STEPS steps: (workdir, result, on_metrics calls)."""
   workdir = str(tmp_path_factory.mktemp("prior"))
   config = shapes_config("pretrain", data_dir, num_steps=PRETRAIN_STEPS, save_every=PRETRAIN_STEPS,
                          eval_every=PRETRAIN_STEPS, sample_every=PRETRAIN_STEPS, sample_batch_size=2,
                          export=True)
   config.sample.respacing = "2"
-  return workdir, loop.train(config, workdir)
+  calls = []
+  return workdir, loop.train(config, workdir, on_metrics=lambda step, values: calls.append((step, values))), calls
 
 
 def test_pretraining_on_shapes_lowers_the_loss(prior):
-  _, result = prior
+  _, result, _ = prior
   losses = [metrics["loss"] for _, metrics in result.history if "loss" in metrics]
   assert len(losses) == PRETRAIN_STEPS
   assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
@@ -71,7 +72,7 @@ def test_pretraining_on_shapes_lowers_the_loss(prior):
 
 
 def test_tensorboard_events_hold_the_logged_metrics_and_the_sample_grid(prior):
-  workdir, result = prior
+  workdir, result, calls = prior
   files = event_files(workdir)
   assert len(files) == 1  # one run, one writer
   events = read_events(files[0])
@@ -82,6 +83,14 @@ def test_tensorboard_events_hold_the_logged_metrics_and_the_sample_grid(prior):
     np.testing.assert_allclose([v for _, v in written], [v for _, v in logged], rtol=1e-6, err_msg=tag)
   speeds = events.Scalars("steps_per_sec")
   assert [e.step for e in speeds] == list(range(2, PRETRAIN_STEPS + 1)) and min(e.value for e in speeds) > 0
+  # on_metrics gets the logged means plus the same rate and its ETA (none at step 1: the clock starts there).
+  assert [step for step, _ in calls] == [step for step, metrics in result.history if "loss" in metrics]
+  assert "steps_per_sec" not in calls[0][1]
+  losses = {step: metrics["loss"] for step, metrics in result.history if "loss" in metrics}
+  for (step, values), speed in zip(calls[1:], speeds):
+    assert values["loss"] == losses[step]
+    np.testing.assert_allclose(values["steps_per_sec"], speed.value, rtol=1e-6)
+    np.testing.assert_allclose(values["eta_seconds"], (PRETRAIN_STEPS - step) / speed.value, rtol=1e-5)
   (image,) = events.Images("samples")
   grid = np.asarray(Image.open(os.path.join(workdir, "samples", f"step_{PRETRAIN_STEPS:07d}.png")))
   assert image.step == PRETRAIN_STEPS and (image.height, image.width) == grid.shape[:2]

@@ -298,8 +298,9 @@ class _Run:
     logging.info("resuming %s from step %d", self.workdir, restored[1])
     return restored[0]
 
-  def flush_metrics(self) -> None:
-    """Fetches pending metrics, stops on a non-finite step, writes the means."""
+  def flush_metrics(self, speed: dict[str, float] | None = None) -> None:
+    """Fetches pending metrics, stops on a non-finite step, writes the means; on_metrics also
+    gets `speed` (the progress report of this step, if it made one)."""
     step = self.buffer.last_step
     if step is None:
       return
@@ -310,7 +311,7 @@ class _Run:
     self.history.append((step, means))
     self.writer.write_scalars(step, means)
     if self.on_metrics is not None:
-      self.on_metrics(step, means)
+      self.on_metrics(step, {**means, **(speed or {})})
 
   def save(self, step: int, state: state_lib.TrainState) -> None:
     self.flush_metrics()  # never save a state after a non-finite step
@@ -382,14 +383,14 @@ class _Run:
         state, step_metrics = self.trainer.step(state, batch)
         step += 1
         self.buffer.add(step, step_metrics)
-        progress(step)
+        speed = progress(step)
         if watch.should_stop(step):
           logging.warning("preemption notice: saving step %d and stopping", step)
           self.save(step, state)
           preempted = True
           break
         if step % cfg.log_every == 0:
-          self.flush_metrics()
+          self.flush_metrics(speed)
         if cfg.eval_every and step % cfg.eval_every == 0:
           self.validate(step, state)
         if cfg.sample_every and step % cfg.sample_every == 0:
@@ -414,7 +415,8 @@ def train(config: ml_collections.ConfigDict, workdir: str,
           on_metrics: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
   """Runs (or resumes) the loop of `config` in `workdir` until train.num_steps or preemption.
 
-  `on_metrics(step, means)` is called with the logged means every train.log_every steps.
+  `on_metrics(step, values)` is called every train.log_every steps with the logged means and,
+  on process 0 once the clock runs, `steps_per_sec` and `eta_seconds` of metrics.ProgressReport.
   """
   config = resolve_text_vocabulary(config)
   mesh = partition.make_mesh(config.mesh.data, config.mesh.fsdp)

@@ -111,9 +111,11 @@ def _duration(seconds: float) -> str:
 class ProgressReport:
   """Training speed every `every_steps` steps and at the last step; call it after every step.
 
-  The first call only starts the clock. Each report logs `<rate> steps/s, <percent>%
-  (<step>/<num_steps>), ETA <time>` and writes the scalars `steps_per_sec` (over the steps
-  since the previous report) and `uptime` (seconds since this object was made).
+  The first call only starts the clock (so a resumed run's rate counts from where it resumed,
+  and the first step's compile is left out). Each report logs `<rate> steps/s, <percent>%
+  (<step>/<num_steps>), ETA <time>`, writes the scalars `steps_per_sec` (over the steps since
+  the previous report) and `uptime` (seconds since this object was made), and returns
+  {"steps_per_sec", "eta_seconds"}; calls that do not report return None.
   """
 
   def __init__(self, num_steps: int, writer: MetricWriter, every_steps: int):
@@ -123,21 +125,24 @@ class ProgressReport:
     self._start = time.monotonic()
     self._previous: tuple[int, float] | None = None
 
-  def __call__(self, step: int) -> None:
+  def __call__(self, step: int) -> dict[str, float] | None:
     now = time.monotonic()
     if self._previous is None:
       self._previous = (step, now)
-      return
+      return None
     if step == self._previous[0] or (step % self.every_steps and step != self.num_steps):
-      return
+      return None
     rate = (step - self._previous[0]) / (now - self._previous[1])
     self._previous = (step, now)
+    eta = (self.num_steps - step) / rate
     logging.info("%.2f steps/s, %.1f%% (%d/%d), ETA %s", rate, 100 * step / self.num_steps, step, self.num_steps,
-                 _duration((self.num_steps - step) / rate))
+                 _duration(eta))
     self.writer.write_scalars(step, {"steps_per_sec": rate, "uptime": now - self._start})
+    return {"steps_per_sec": rate, "eta_seconds": eta}
 
 
-def make_progress(num_steps: int, writer: MetricWriter, every_steps: int) -> Callable[[int], None]:
+def make_progress(num_steps: int, writer: MetricWriter,
+                  every_steps: int) -> Callable[[int], dict[str, float] | None]:
   """A ProgressReport on process 0, a no-op elsewhere."""
   if jax.process_index() > 0:
     return lambda step: None
