@@ -6,6 +6,7 @@ Everything lives under one cache folder (`--cache`, default runs/experiments):
   stages/<job>-<key>/at/<N>/   its averaged model after N steps (a run trained further keeps them)
   samples/<key>/               mode=sample output of one model under one sampler setting
   scores/<key>.json            the evaluation of one sample folder
+  quick/                       the same for the --quick settings, on a smaller training set
 A stopped experiment continues where it stopped: finished snapshots and scores are read
 back, and an interrupted run resumes from its last checkpoint. The learning rate is
 constant in these jobs, so a run trained to N steps and then on to M > N steps is the same
@@ -37,6 +38,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 DEMO_CONFIG = os.path.join(ROOT, "configs", "demo.py")
 DEFAULT_CACHE = os.path.join("runs", "experiments")
+QUICK_TRAIN_SCENES = 256  # the --quick settings' training set (the full settings use the demo's 2,000)
 RESULTS_DIR = os.path.join(ROOT, "docs", "results")
 
 
@@ -85,9 +87,11 @@ def _log(message: str) -> None:
 class Cache:
   """Trains, samples and scores on demand; every result is stored under `root` and read back when asked again."""
 
-  def __init__(self, root: str, count: int = 64):
+  def __init__(self, root: str, count: int = 64, train_scenes: int = 0):
+    """train_scenes: the generated training set's size (0: the demo's); keep one cache root per size."""
     self.root = os.path.abspath(root)
     self.count = count
+    self.train_scenes = train_scenes
     self.seconds: dict[str, float] = {}  # measured compute of every part used so far, cached parts included
     self._evaluator = None
     os.makedirs(self.root, exist_ok=True)
@@ -95,6 +99,8 @@ class Cache:
   def demo_config(self, seed: int) -> ml_collections.ConfigDict:
     config = train_config.load_config_file(DEMO_CONFIG)
     config.seed = seed
+    if self.train_scenes:
+      config.data.train_size = self.train_scenes
     config.evaluation.count = self.count
     config.evaluation.batch_size = min(self.count, config.evaluation.batch_size)
     return config
@@ -243,14 +249,15 @@ def parse_args(name: str, description: str, argv: Sequence[str] | None = None) -
   parser.add_argument("--count", type=int, default=0, help="validation masks sampled (default 64; --quick 16)")
   parser.add_argument("--cache", default=DEFAULT_CACHE, help="where runs, samples and scores are kept")
   parser.add_argument("--out", default="", help="where the result JSON and plots go (default docs/results, "
-                      "--quick: <cache>/quick_results)")
+                      "--quick: <cache>/quick/results)")
   args = parser.parse_args(argv)
   seeds = tuple(int(s) for s in args.seeds.split(",") if s) or ((0,) if args.quick else (0, 1))
   count = args.count or (16 if args.quick else 64)
-  out_dir = args.out or (os.path.join(args.cache, "quick_results") if args.quick else RESULTS_DIR)
+  out_dir = args.out or (os.path.join(args.cache, "quick", "results") if args.quick else RESULTS_DIR)
   command = " ".join(["python -m", f"experiments.{name}", *(argv if argv is not None else sys.argv[1:])])
-  return Setting(quick=args.quick, seeds=seeds, count=count, cache=Cache(args.cache, count), out_dir=out_dir,
-                 command=command)
+  cache = (Cache(os.path.join(args.cache, "quick"), count, QUICK_TRAIN_SCENES) if args.quick
+           else Cache(args.cache, count))
+  return Setting(quick=args.quick, seeds=seeds, count=count, cache=cache, out_dir=out_dir, command=command)
 
 
 def write_result(setting: Setting, name: str, result: dict[str, Any], started: float) -> str:

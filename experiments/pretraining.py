@@ -14,8 +14,8 @@ import time
 
 from experiments import common
 
-FULL = {"sizes": (100, 1000, 2000), "steps": 400}
-QUICK = {"sizes": (100, 2000), "steps": 20, "prior": 40}
+FULL = {"sizes": (100, 1000, 2000), "steps": 300}
+QUICK = {"sizes": (100,), "steps": 10, "prior": 20}
 
 
 def finetune(seed: int, size: int, pretrained: bool, prior_steps: int | None = None) -> common.Stage:

@@ -69,9 +69,10 @@ def test_the_pretraining_experiment_runs_end_to_end_in_its_quick_setting_and_the
   for summary in record["results"].values():
     assert 0.0 <= summary["miou"]["mean"] <= 1.0 and summary["fid"]["mean"] > 0.0 and summary["kid"]["mean"] > -1.0
   # The prior was trained once and is the init of every pretrained run; each run and sample folder is its own.
-  stages = sorted(os.listdir(cache / "stages"))
+  stages = sorted(os.listdir(cache / "quick" / "stages"))
   assert len(stages) == 1 + 2 * len(sizes) and sum(name.startswith("pretrain-") for name in stages) == 1
-  assert len(os.listdir(cache / "scores")) == len(rows)
+  assert len(os.listdir(cache / "quick" / "scores")) == len(rows)
+  assert f"train{common.QUICK_TRAIN_SCENES}_val64_seed0" in os.listdir(cache / "quick" / "tfds" / "shapes")
   assert record["compute_seconds"] > 0.0
   page = (tmp_path / "docs" / "results.md").read_text()
   assert "## Pretraining against training from scratch (quick setting)" in page and f"| {sizes[0]} | random init |" in page
