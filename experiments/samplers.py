@@ -79,6 +79,8 @@ def main(argv=None) -> None:
 
 
 def _plot(out_dir: str, results: dict) -> dict:
+  from matplotlib import ticker  # pylint: disable=import-outside-toplevel
+
   figure, axes = common.pyplot().subplots(1, 2, figsize=(9, 3.5))
   for axis, part, metric, label in ((axes[0], "base", "miou", "layout mIoU (base)"),
                                     (axes[1], "upsampler", "lpips", "LPIPS (upsampler)")):
@@ -87,6 +89,9 @@ def _plot(out_dir: str, results: dict) -> dict:
                     yerr=[[summary[metric]["mean"] - summary[metric]["min"]],
                           [summary[metric]["max"] - summary[metric]["mean"]]], label=name, capsize=3)
     axis.set_xscale("log")
+    axis.set_xticks(sorted({int(summary["nfe"]["mean"]) for summary in results[part].values()}))
+    axis.xaxis.set_major_formatter(ticker.ScalarFormatter())
+    axis.xaxis.set_minor_formatter(ticker.NullFormatter())
     axis.set_xlabel("network evaluations per image")
     axis.set_ylabel(label)
     axis.legend(fontsize=7)
