@@ -169,7 +169,9 @@ def test_fid_of_a_set_with_itself_is_zero_and_grows_with_noise(network, images, 
     noisy_features = network.features(noisy, BATCH)
     distances.append(fid.frechet_distance_of_features(features, noisy_features))
     kids.append(fid.kernel_inception_distance(features, noisy_features)[0])
-  assert 1.0 < distances[0] < distances[1] < distances[2]
+  # FID grows with the noise and is clearly non-zero already at the smallest level.
+  assert distances[0] > 1.0, distances
+  assert distances[1] > distances[0] and distances[2] > distances[1], distances
   assert 0.0 < kids[0] < kids[1] < kids[2]  # needs the 16 images: with 8, KID at noise 8 was still below 0
 
 
