@@ -19,6 +19,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the first pytest process (x
   os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
   atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
+import piti_jax  # noqa: E402,F401  (adds the project's XLA:CPU flags before jax starts a backend)
 import jax  # noqa: E402  (must come after the environment is set)
 
 import pytest  # noqa: E402

@@ -157,68 +157,13 @@ def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array, *, stride: int, pad
            dtype: jnp.dtype) -> jax.Array:
   """NHWC convolution with HWIO `kernel`, symmetric zero `padding`, result in `dtype`.
 
-  When the default backend is a CPU (checked at trace time), the kernel gradient comes from
-  `_conv_cpu`'s GEMMs instead of XLA's transposed convolution; values and gradients are the
-  same sums (docs/performance.md). GPUs and TPUs keep XLA's own convolution gradients.
+  x: (B, H, W, C); kernel: (k, k, C, O); bias: (O,). Returns (B, H', W', O).
   """
-  conv = _conv_cpu if jax.default_backend() == "cpu" else _conv
-  return conv(x.astype(dtype), kernel.astype(dtype), stride, padding) + bias.astype(dtype)
-
-
-def _conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
-  return jax.lax.conv_general_dilated(x, kernel, window_strides=(stride, stride),
-                                      padding=((padding, padding), (padding, padding)),
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv_cpu(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
-  """`_conv` whose kernel gradient is a few large GEMMs (XLA's CPU runs its own several times slower)."""
-  return _conv(x, kernel, stride, padding)
-
-
-def _conv_cpu_forward(x, kernel, stride, padding):
-  return _conv(x, kernel, stride, padding), (x, kernel)
-
-
-def _conv_cpu_backward(stride, padding, residuals, g):
-  x, kernel = residuals
-  dx = jax.vjp(lambda x: _conv(x, kernel, stride, padding), x)[1](g)[0]
-  return dx, conv_kernel_gradient(x, g, kernel.shape, stride=stride, padding=padding).astype(kernel.dtype)
-
-
-_conv_cpu.defvjp(_conv_cpu_forward, _conv_cpu_backward)
-
-
-def conv_kernel_gradient(x: jax.Array, g: jax.Array, kernel_shape: tuple[int, ...], *, stride: int,
-                         padding: int) -> jax.Array:
-  """d(sum(g * conv(x, k)))/dk as one GEMM per kernel row, the rows one after another.
-
-  For kernel row a: g (B, H', W', O) is contracted over batch and positions with the
-  patches (B, H', W', kw, C) of the padded input at that row's taps, giving (O, kw, C).
-  g is the left operand so that XLA transposes it (once, shared by every row) rather than
-  each row's larger patch matrix. The rows run in a `lax.map`, so one row's patch array is
-  live at a time: unrolled, XLA's CPU schedule kept every row's patches (of every layer)
-  alive together, half of the bench_tiny step's temporaries (docs/performance.md, section 5;
-  an optimization barrier between the rows was dropped by XLA and changed nothing). Values
-  are bitwise the same; XLA's cost analysis counts the loop body once, so it sees one row's
-  GEMM of each kernel gradient.
-  Args:
-    x: (B, H, W, C) convolution input; g: (B, H', W', O) output cotangent.
-    kernel_shape: (kh, kw, C, O).
-  Returns:
-    float32 (kh, kw, C, O).
-  """
-  kh, kw = kernel_shape[:2]
-  out_h, out_w = g.shape[1:3]
-  padded = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-
-  def row(a: jax.Array) -> jax.Array:
-    band = jax.lax.dynamic_slice_in_dim(padded, a, stride * (out_h - 1) + 1, axis=1)[:, ::stride]
-    patches = jnp.stack([band[:, :, b:b + stride * (out_w - 1) + 1:stride, :] for b in range(kw)], axis=3)
-    return jax.lax.dot_general(g, patches, (((0, 1, 2), (0, 1, 2)), ((), ())), preferred_element_type=jnp.float32)
-
-  return jnp.transpose(jax.lax.map(row, jnp.arange(kh)), (0, 2, 3, 1))
+  x, kernel = x.astype(dtype), kernel.astype(dtype)
+  y = jax.lax.conv_general_dilated(x, kernel, window_strides=(stride, stride),
+                                   padding=((padding, padding), (padding, padding)),
+                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return y + bias.astype(dtype)
 
 
 class GroupNorm32(nnx.Module):
