@@ -1,8 +1,7 @@
 """FLOP and memory accounting of compiled programs, and the peaks they are compared with.
 
 - `compiled_flops(compiled)`: FLOPs XLA counts in a compiled program (its cost analysis).
-  XLA counts a loop body once: a sampler's `fori_loop`, and on a CPU the row loop of every
-  convolution kernel gradient (`layers.conv_kernel_gradient`), are undercounted.
+  XLA counts a loop body once, so a sampler's `fori_loop` is undercounted.
 - `memory_breakdown(compiled)`: per-device bytes of arguments, outputs, temporaries and
   donated (aliased) buffers, from the compiled program's memory analysis.
 - `measured_matmul_peak()`: FLOP/s of a large float32 matmul as JAX runs it on the default

@@ -29,6 +29,7 @@ from piti_jax.errors import PitiError
 
 GROUP_NORM_GROUPS = 32
 NORM_EPS = 1e-5
+LEAKY_RELU_SLOPE = 0.2  # the task encoder's nn.LeakyReLU(0.2)
 
 
 def identity(x: jax.Array) -> jax.Array:
@@ -166,6 +167,75 @@ def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array, *, stride: int, pad
   return y + bias.astype(dtype)
 
 
+def _silu_derivative(z: jax.Array) -> jax.Array:
+  sigmoid = jax.nn.sigmoid(z)
+  return sigmoid * (1 + z * (1 - sigmoid))
+
+
+# name -> (activation, its derivative); both elementwise on float32.
+ACTIVATIONS = {
+    "identity": (identity, None),
+    "silu": (jax.nn.silu, _silu_derivative),
+    "leaky_relu": (lambda z: jax.nn.leaky_relu(z, LEAKY_RELU_SLOPE),
+                   lambda z: jnp.where(z >= 0, 1.0, LEAKY_RELU_SLOPE)),
+}
+
+
+def _grouped(x: jax.Array, groups: int) -> jax.Array:
+  """(B, ..., C) -> float32 (B, positions, groups, C // groups)."""
+  return x.astype(jnp.float32).reshape(x.shape[0], -1, groups, x.shape[-1] // groups)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def normalize_affine(x: jax.Array, scale: jax.Array, bias: jax.Array, groups: int, activation: str) -> jax.Array:
+  """Group normalisation (eps 1e-5, float32) with a per-channel affine, then an activation.
+
+  Statistics are per sample over all positions and the channels of a group: `groups=32` is
+  GroupNorm32, `groups=C` InstanceNorm. The backward pass is the closed form: it keeps only
+  x and the (B, groups) statistics from the forward pass and reads the output gradient in
+  two per-channel sums, where autodiff keeps the centred and normalised maps and runs four.
+
+  Args:
+    x: (B, ..., C) of any float dtype, C divisible by `groups`.
+    scale, bias: float32 (C,).
+    groups: number of channel groups.
+    activation: a key of `ACTIVATIONS`.
+  Returns:
+    float32, the shape of x.
+  """
+  return _normalize_affine_forward(x, scale, bias, groups, activation)[0]
+
+
+def _normalize_affine_forward(x, scale, bias, groups, activation):
+  grouped = _grouped(x, groups)
+  mean = grouped.mean(axis=(1, 3), keepdims=True)
+  centred = grouped - mean
+  inv_std = jax.lax.rsqrt(jnp.square(centred).mean(axis=(1, 3), keepdims=True) + NORM_EPS)
+  pre_activation = (centred * inv_std).reshape(x.shape) * scale + bias
+  return ACTIVATIONS[activation][0](pre_activation), (x, scale, bias, mean, inv_std)
+
+
+def _normalize_affine_backward(groups, activation, residuals, output_grad):
+  x, scale, bias, mean, inv_std = residuals
+  normalized = (_grouped(x, groups) - mean) * inv_std
+  group_scale = scale.reshape(groups, -1)
+  grad = output_grad.astype(jnp.float32).reshape(normalized.shape)
+  derivative = ACTIVATIONS[activation][1]
+  if derivative is not None:
+    grad = grad * derivative(normalized * group_scale + bias.reshape(groups, -1))
+  grad_sum = grad.sum(axis=1)  # (B, groups, C // groups)
+  grad_normalized_sum = (grad * normalized).sum(axis=1)
+  count = normalized.shape[1] * normalized.shape[3]
+  mean_term = (grad_sum * group_scale).sum(axis=-1, keepdims=True)[:, None] / count  # (B, 1, groups, 1)
+  slope_term = (grad_normalized_sum * group_scale).sum(axis=-1, keepdims=True)[:, None] / count
+  x_grad = inv_std * (grad * group_scale - mean_term - normalized * slope_term)
+  return (x_grad.reshape(x.shape).astype(x.dtype), grad_normalized_sum.sum(axis=0).reshape(scale.shape),
+          grad_sum.sum(axis=0).reshape(bias.shape))
+
+
+normalize_affine.defvjp(_normalize_affine_forward, _normalize_affine_backward)
+
+
 class GroupNorm32(nnx.Module):
   """GroupNorm with 32 groups and eps 1e-5 computed in float32, optionally followed by SiLU.
 
@@ -183,15 +253,8 @@ class GroupNorm32(nnx.Module):
     self.bias = new_param(ZEROS, (channels,), None)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    shape = x.shape
-    grouped = x.astype(jnp.float32).reshape(shape[0], -1, GROUP_NORM_GROUPS, shape[-1] // GROUP_NORM_GROUPS)
-    mean = grouped.mean(axis=(1, 3), keepdims=True)
-    centred = grouped - mean
-    var = jnp.square(centred).mean(axis=(1, 3), keepdims=True)
-    y = (centred * jax.lax.rsqrt(var + NORM_EPS)).reshape(shape) * self.scale[...] + self.bias[...]
-    if self.swish:
-      y = jax.nn.silu(y)
-    return y.astype(self.dtype)
+    activation = "silu" if self.swish else "identity"
+    return normalize_affine(x, self.scale[...], self.bias[...], GROUP_NORM_GROUPS, activation).astype(self.dtype)
 
 
 class LayerNorm(nnx.Module):
@@ -228,19 +291,22 @@ def instance_norm(x: jax.Array, eps: float = NORM_EPS) -> jax.Array:
 
 
 class InstanceNorm(nnx.Module):
-  """Affine InstanceNorm2d (per sample and channel over H, W), eps 1e-5, in float32.
+  """Affine InstanceNorm2d (per sample and channel over H, W), eps 1e-5, in float32, then `activation`.
 
   scale/bias: float32 (channels,). Input (B, H, W, channels); output in `dtype`.
   As PyTorch's `InstanceNorm2d(affine=True)` (no running statistics), train and eval agree.
+  `activation` is one of `ACTIVATIONS` ("leaky_relu" is the task encoder's LeakyReLU(0.2)).
   """
 
-  def __init__(self, channels: int, *, dtype: jnp.dtype):
+  def __init__(self, channels: int, *, activation: str = "identity", dtype: jnp.dtype):
+    self.activation = activation
     self.dtype = dtype
     self.scale = new_param(ONES, (channels,), None)
     self.bias = new_param(ZEROS, (channels,), None)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    return (instance_norm(x) * self.scale[...] + self.bias[...]).astype(self.dtype)
+    channels = x.shape[-1]
+    return normalize_affine(x, self.scale[...], self.bias[...], channels, self.activation).astype(self.dtype)
 
 
 def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:

@@ -23,7 +23,6 @@ from piti_jax.models.text_encoder import EMBEDDING_INIT, Transformer
 
 TASK_CHANNELS = {"mask": 3, "sketch": 1, "depth": 6}
 CNN_DOWNSAMPLE = 16
-LEAKY_SLOPE = 0.2
 
 
 class CNN(nnx.Module):
@@ -37,22 +36,22 @@ class CNN(nnx.Module):
     self.dtype = dtype
     widths = (in_channels, *hidden)
     self.conv1 = Conv2d(widths[0], widths[1], 7, dtype=dtype, rngs=rngs)
-    self.norm1 = InstanceNorm(widths[1], dtype=dtype)
+    self.norm1 = InstanceNorm(widths[1], activation="leaky_relu", dtype=dtype)
     self.conv2 = Conv2d(widths[1], widths[2], 3, stride=2, dtype=dtype, rngs=rngs)
-    self.norm2 = InstanceNorm(widths[2], dtype=dtype)
+    self.norm2 = InstanceNorm(widths[2], activation="leaky_relu", dtype=dtype)
     self.conv3 = Conv2d(widths[2], widths[3], 3, stride=2, dtype=dtype, rngs=rngs)
-    self.norm3 = InstanceNorm(widths[3], dtype=dtype)
+    self.norm3 = InstanceNorm(widths[3], activation="leaky_relu", dtype=dtype)
     self.conv4 = Conv2d(widths[3], widths[4], 3, stride=2, dtype=dtype, rngs=rngs)
-    self.norm4 = InstanceNorm(widths[4], dtype=dtype)
+    self.norm4 = InstanceNorm(widths[4], activation="leaky_relu", dtype=dtype)
     self.conv5 = Conv2d(widths[4], widths[5], 3, stride=2, dtype=dtype, rngs=rngs)
-    self.norm5 = InstanceNorm(widths[5], dtype=dtype)
+    self.norm5 = InstanceNorm(widths[5], activation="leaky_relu", dtype=dtype)
     self.conv6 = Conv2d(widths[5], out_channels, 3, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = jax.nn.leaky_relu(self.norm1(self.conv1(x)), LEAKY_SLOPE)
+    x = self.norm1(self.conv1(x))
     for conv, norm in ((self.conv2, self.norm2), (self.conv3, self.norm3), (self.conv4, self.norm4),
                        (self.conv5, self.norm5)):
-      x = jax.nn.leaky_relu(norm(conv(x)), LEAKY_SLOPE)
+      x = norm(conv(x))
     return self.conv6(x)
 
 
