@@ -3,14 +3,15 @@
   python benchmarks/memory_plan.py --config configs/coco_stuff_mask.py:stage2 --devices 8 --mesh data=8,fsdp=1
   python benchmarks/memory_plan.py --config configs/text_pretrain.py:base --preset glide_full_base64 \
       --devices 64 --mesh data=8,fsdp=8 --dtype bfloat16 --remat --hbm-gib 16
-  python benchmarks/memory_plan.py --table --hbm-gib 16      # every row of the README table
+  python benchmarks/memory_plan.py --table --hbm-gib 16 --out benchmarks/results/memory_table.jsonl
 
 The step is lowered and compiled on N fake CPU devices for abstract (ShapeDtypeStruct)
 inputs with the run's real shardings and donation (piti_jax/train/memory_plan.py says where
 each number comes from). Per-device GiB of parameters, optimizer state, EMA, the whole
 state, temporaries and the peak; with --hbm-gib, whether the peak fits. The global batch
 is the config's unless --global-batch says otherwise; the table fixes a per-device batch
-(see `table`).
+(see `table`). With --out the table appends its lines to that file and, run again, skips the
+compiles whose lines are already there (one 3.5B compile takes tens of minutes on a CPU).
 """
 
 import argparse
@@ -29,9 +30,11 @@ def _parse() -> argparse.Namespace:
   parser.add_argument("--global-batch", type=int, default=0, help="global batch override")
   parser.add_argument("--hbm-gib", type=float, default=0.0, help="device memory to check the peak against")
   parser.add_argument("--table", action="store_true", help="plan every row of the README table")
+  parser.add_argument("--out", default="", help="with --table: append lines here, skip compiles already in it")
+  parser.add_argument("--markdown", default="", help="print the README table of a --table --out file and exit")
   args = parser.parse_args()
-  if not args.table and not args.config:
-    parser.error("give --config (or --table)")
+  if not args.table and not args.config and not args.markdown:
+    parser.error("give --config (or --table, or --markdown)")
   return args
 
 
@@ -53,11 +56,11 @@ from jax.sharding import AxisType, Mesh  # noqa: E402
 
 from piti_jax.train import memory_plan, partition  # noqa: E402
 
-# README table: (name, config, job, preset override, per-device batch)
+# README table: (name, config, job, preset override, per-device batch), cheapest compile first
 TABLE_MODELS = (
-    ("GLIDE 3.5B layout base 64", "configs/text_pretrain.py", "base", "glide_full_base64", 1),
     ("PITI base 64 (stage 2)", "configs/coco_stuff_mask.py", "stage2", "", 4),
     ("PITI upsampler 64->256", "configs/coco_stuff_mask.py", "upsample", "", 1),
+    ("GLIDE 3.5B layout base 64", "configs/text_pretrain.py", "base", "glide_full_base64", 1),
 )
 TABLE_VARIANTS = (("bfloat16", True), ("float32", False), ("bfloat16", False), ("float32", True))
 COMPILED_DEVICES = 8
@@ -113,7 +116,16 @@ def plan_line(config, mesh: Mesh, hbm_gib: float, **labels) -> dict:
   return {k: v for k, v in line.items() if not k.endswith("_bytes")}
 
 
-def table(hbm_gib: float) -> None:
+def compiles_done(path: str) -> set[tuple]:
+  """(model, dtype, remat, compiled_on) of the table lines already in `path`."""
+  if not path or not os.path.exists(path):
+    return set()
+  with open(path) as f:
+    lines = [json.loads(line) for line in f if line.strip()]
+  return {(line["model"], line["dtype"], line["remat"], line["compiled_on"]) for line in lines}
+
+
+def table(hbm_gib: float, out: str) -> None:
   """Every README row: per (model, dtype, remat, DP/FSDP) one compile on 8 devices, rescaled to 64 and 256.
 
   With a fixed per-device batch the temporaries do not depend on the device count, so the
@@ -121,6 +133,7 @@ def table(hbm_gib: float) -> None:
   (memory_plan.rescale_plan). FSDP meshes shard over groups of 8 devices (one host of 8
   accelerators) and, from 64 devices on, over all of them.
   """
+  done = compiles_done(out)
   for name, path, job, preset, per_device in TABLE_MODELS:
     base = load_config(f"{path}:{job}")
     for dtype, remat in TABLE_VARIANTS:
@@ -128,10 +141,13 @@ def table(hbm_gib: float) -> None:
         def config_for(devices):
           return configure(base, preset=preset, dtype=dtype, remat=remat, global_batch=per_device * devices)
 
-        start = time.perf_counter()
         compiled_mesh = f"data=1,fsdp={FSDP_GROUP}" if fsdp else f"data={COMPILED_DEVICES}"
+        if (name, dtype, remat, compiled_mesh) in done:
+          continue
+        start = time.perf_counter()
         compiled = memory_plan.plan_train_step(config_for(COMPILED_DEVICES), make_mesh(COMPILED_DEVICES, compiled_mesh))
         compile_s = round(time.perf_counter() - start, 1)
+        lines = []
         for devices in DEVICE_COUNTS:
           fsdp_sizes = ([FSDP_GROUP] + ([devices] if devices > FSDP_GROUP else [])) if fsdp else [1]
           for fsdp_size in fsdp_sizes:
@@ -141,12 +157,34 @@ def table(hbm_gib: float) -> None:
             line = {"model": name, "preset": config.model.preset, "dtype": dtype, "remat": remat,
                     **plan.as_dict(), "compiled_on": compiled_mesh, "plan_s": compile_s, "hbm_gib": hbm_gib,
                     "fits": plan.fits(hbm_gib * memory_plan.GIB)}
-            print(json.dumps({k: v for k, v in line.items() if not k.endswith("_bytes")}), flush=True)
+            lines.append(json.dumps({k: v for k, v in line.items() if not k.endswith("_bytes")}))
+        print("\n".join(lines), flush=True)
+        if out:
+          with open(out, "a") as f:
+            f.write("".join(line + "\n" for line in lines))
+
+
+def markdown(path: str) -> str:
+  """The README table (per-device GiB) of the lines a `--table --out` run wrote to `path`."""
+  header = ("| model | compute | remat | images/device | devices | mesh | params | optimizer | EMA "
+            "| temporaries | peak | fits |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+  rows = []
+  with open(path) as f:
+    for line in map(json.loads, filter(str.strip, f)):
+      mesh = f"data={line['mesh']['data']} x fsdp={line['mesh']['fsdp']}"
+      rows.append(f"| {line['model']} | {line['dtype']} | {'on' if line['remat'] else 'off'} "
+                  f"| {line['per_device_batch']} | {line['devices']} | {mesh} | {line['params_gib']:.2f} "
+                  f"| {line['optimizer_gib']:.2f} | {line['ema_gib']:.2f} | {line['temp_gib']:.2f} "
+                  f"| {line['peak_gib']:.2f} | {'yes' if line['fits'] else 'no'} |")
+  return "\n".join([header, *rows])
 
 
 def main() -> None:
+  if ARGS.markdown:
+    print(markdown(ARGS.markdown))
+    return
   if ARGS.table:
-    table(ARGS.hbm_gib or 16.0)
+    table(ARGS.hbm_gib or 16.0, ARGS.out)
     return
   config = configure(load_config(ARGS.config), preset=ARGS.preset, dtype=ARGS.dtype, remat=ARGS.remat,
                      global_batch=ARGS.global_batch)

@@ -4,7 +4,7 @@ jaxlib 0.10's CPU compiler hands convolutions, reductions, dots and elementwise 
 YNNPACK library fusions by default. At the shapes of the UNet and the task encoder its
 convolutions and their gradients run 1.1-3x slower than XLA's own (Eigen) convolutions on
 the same cores, and its reductions (GroupNorm, InstanceNorm) hold more memory at the step's
-peak (docs/performance.md, section 6). `add_to` turns YNNPACK off for those two kinds and
+peak (docs/performance.md, section 5). `add_to` turns YNNPACK off for those two kinds and
 keeps it for dots and elementwise fusions, where it is as fast or faster.
 
 The flags only touch the CPU compiler: GPU and TPU backends read and ignore them. A user who
