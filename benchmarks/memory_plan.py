@@ -165,18 +165,33 @@ def table(hbm_gib: float, out: str) -> None:
 
 
 def markdown(path: str) -> str:
-  """The README table (per-device GiB) of the lines a `--table --out` run wrote to `path`."""
-  header = ("| model | compute | remat | images/device | devices | mesh | params | optimizer | EMA "
-            "| temporaries | peak | fits |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
-  rows = []
+  """The README table of the lines a `--table --out` run wrote to `path`.
+
+  One row per model, compute dtype, remat and sharding (data parallel; FSDP within groups of
+  8 devices, data parallel across them; FSDP over every device); per-device GiB of the state
+  and the peak (state + batch + temporaries) at 8, 64 and 256 devices, and whether it fits.
+  """
   with open(path) as f:
-    for line in map(json.loads, filter(str.strip, f)):
-      mesh = f"data={line['mesh']['data']} x fsdp={line['mesh']['fsdp']}"
-      rows.append(f"| {line['model']} | {line['dtype']} | {'on' if line['remat'] else 'off'} "
-                  f"| {line['per_device_batch']} | {line['devices']} | {mesh} | {line['params_gib']:.2f} "
-                  f"| {line['optimizer_gib']:.2f} | {line['ema_gib']:.2f} | {line['temp_gib']:.2f} "
-                  f"| {line['peak_gib']:.2f} | {'yes' if line['fits'] else 'no'} |")
-  return "\n".join([header, *rows])
+    lines = [json.loads(line) for line in f if line.strip()]
+  hbm = lines[0]["hbm_gib"] if lines else 0
+  rows: dict[tuple, dict[int, dict]] = {}
+  for line in lines:
+    fsdp, devices = line["mesh"]["fsdp"], line["devices"]
+    kinds = (["data parallel"] if fsdp == 1 else
+             (["FSDP 8, data across", "FSDP over all"] if devices == FSDP_GROUP else
+              ["FSDP 8, data across"] if fsdp == FSDP_GROUP else ["FSDP over all"]))
+    for kind in kinds:
+      rows.setdefault((line["model"], line["dtype"], line["remat"], kind), {})[devices] = line
+  out = [f"| model | compute | remat | sharding | images/device | temporaries | state / peak GiB at "
+         + " / ".join(map(str, DEVICE_COUNTS)) + f" devices (fits {hbm:g} GiB?) |",
+         "|---|---|---|---|---|---|---|"]
+  for (model, dtype, remat, kind), by_devices in rows.items():
+    first = next(iter(by_devices.values()))
+    cells = [f"{by_devices[n]['state_gib']:.2f} / {by_devices[n]['peak_gib']:.2f} "
+             f"{'yes' if by_devices[n]['fits'] else 'no'}" if n in by_devices else "-" for n in DEVICE_COUNTS]
+    out.append(f"| {model} | {dtype} | {'on' if remat else 'off'} | {kind} | {first['per_device_batch']} "
+               f"| {first['temp_gib']:.2f} | {' ; '.join(cells)} |")
+  return "\n".join(out)
 
 
 def main() -> None:
