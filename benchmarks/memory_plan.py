@@ -194,10 +194,28 @@ def markdown(path: str) -> str:
   return "\n".join(out)
 
 
+# XLA:CPU maps each compiled kernel's code separately; compiling a full-size step (the
+# upsampler's FSDP plan, the 3.5B model) exceeded Linux's default of 65530 memory maps here
+# ("LLVM compilation error: Cannot allocate memory", then a crash).
+MIN_MAP_COUNT = 262144
+MAP_COUNT_FILE = "/proc/sys/vm/max_map_count"
+
+
+def warn_if_few_memory_maps() -> None:
+  if os.path.exists(MAP_COUNT_FILE):
+    with open(MAP_COUNT_FILE) as f:
+      limit = int(f.read())
+    if limit < MIN_MAP_COUNT:
+      print(f"memory_plan: vm.max_map_count is {limit}; compiling full-size models can fail with 'LLVM "
+            "compilation error: Cannot allocate memory'. Raise it first: sudo sysctl -w vm.max_map_count=1048576",
+            file=sys.stderr)
+
+
 def main() -> None:
   if ARGS.markdown:
     print(markdown(ARGS.markdown))
     return
+  warn_if_few_memory_maps()
   if ARGS.table:
     table(ARGS.hbm_gib or 16.0, ARGS.out)
     return
