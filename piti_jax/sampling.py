@@ -161,10 +161,13 @@ def sample_images(model: Any, cond: Any, low_res: jax.Array | None, key: jax.Arr
   Returns:
     float32 (B, H, W, 3) in [-1, 1] (clamped when clip_denoised).
   """
-  if config.guided:
-    cond = jax.tree.map(lambda c, n: jnp.concatenate([c, n]), cond, conditions.null_condition(cond, jnp))
-    low_res = None if low_res is None else jnp.concatenate([low_res, low_res])
   encoded = model.encode(cond)
+  if config.guided:
+    # The null condition is the same for every sample (an all-ones image, or a fully masked
+    # caption), so it is encoded once and broadcast to the unconditional half of the batch.
+    null_encoded = model.encode(conditions.null_condition(jax.tree.map(lambda c: c[:1], cond), jnp))
+    encoded = jax.tree.map(lambda e, n: jnp.concatenate([e, jnp.broadcast_to(n, e.shape)]), encoded, null_encoded)
+    low_res = None if low_res is None else jnp.concatenate([low_res, low_res])
 
   def model_fn(x, t):
     return model(x, t, encoded=encoded, low_res=low_res).astype(jnp.float32)

@@ -81,14 +81,15 @@ def test_sampling_is_deterministic_for_a_seed_and_per_sample():
   np.testing.assert_allclose(shuffled, first[order], atol=1e-5)
 
 
-def test_the_encoder_runs_once_per_image():
-  for fields, per_image in ((DDPM, 1), (dict(DDIM, guidance_scale=3.0), 2)):
+def test_the_encoder_runs_once_per_image_and_once_for_the_null_condition():
+  # guided: each condition once and the (shared) null condition once, not once per step
+  for fields, encoded, per_image in ((DDPM, BATCH, 1), (dict(DDIM, guidance_scale=3.0), BATCH + 1, 2)):
     sampler = _sampler(**fields)
     _run(sampler, range(BATCH))  # compile outside the count
     ENCODED_IMAGES.clear()
     _run(sampler, range(BATCH))
     jax.effects_barrier()
-    assert sum(ENCODED_IMAGES) == per_image * BATCH  # [condition; null] once, not once per step
+    assert sum(ENCODED_IMAGES) == encoded
     assert sampler.network_evaluations == 4 * per_image
 
 
