@@ -116,13 +116,17 @@ def plan_line(config, mesh: Mesh, hbm_gib: float, **labels) -> dict:
   return {k: v for k, v in line.items() if not k.endswith("_bytes")}
 
 
+def read_table_lines(path: str) -> list[dict]:
+  """The JSON lines a `--table --out` run wrote to `path` (none when there is no such file)."""
+  if not path or not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
 def compiles_done(path: str) -> set[tuple]:
   """(model, dtype, remat, compiled_on) of the table lines already in `path`."""
-  if not path or not os.path.exists(path):
-    return set()
-  with open(path) as f:
-    lines = [json.loads(line) for line in f if line.strip()]
-  return {(line["model"], line["dtype"], line["remat"], line["compiled_on"]) for line in lines}
+  return {(line["model"], line["dtype"], line["remat"], line["compiled_on"]) for line in read_table_lines(path)}
 
 
 def table(hbm_gib: float, out: str) -> None:
@@ -171,15 +175,18 @@ def markdown(path: str) -> str:
   8 devices, data parallel across them; FSDP over every device); per-device GiB of the state
   and the peak (state + batch + temporaries) at 8, 64 and 256 devices, and whether it fits.
   """
-  with open(path) as f:
-    lines = [json.loads(line) for line in f if line.strip()]
+  lines = read_table_lines(path)
   hbm = lines[0]["hbm_gib"] if lines else 0
   rows: dict[tuple, dict[int, dict]] = {}
   for line in lines:
     fsdp, devices = line["mesh"]["fsdp"], line["devices"]
-    kinds = (["data parallel"] if fsdp == 1 else
-             (["FSDP 8, data across", "FSDP over all"] if devices == FSDP_GROUP else
-              ["FSDP 8, data across"] if fsdp == FSDP_GROUP else ["FSDP over all"]))
+    kinds = []
+    if fsdp == 1:
+      kinds.append("data parallel")
+    if fsdp == FSDP_GROUP:
+      kinds.append("FSDP 8, data across")
+    if fsdp > 1 and fsdp == devices:  # on 8 devices, FSDP 8 is also FSDP over all
+      kinds.append("FSDP over all")
     for kind in kinds:
       rows.setdefault((line["model"], line["dtype"], line["remat"], kind), {})[devices] = line
   out = [f"| model | compute | remat | sharding | images/device | temporaries | state / peak GiB at "

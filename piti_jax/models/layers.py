@@ -206,12 +206,17 @@ def normalize_affine(x: jax.Array, scale: jax.Array, bias: jax.Array, groups: in
   return _normalize_affine_forward(x, scale, bias, groups, activation)[0]
 
 
+def _group_statistics(grouped: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """float32 (B, positions, groups, C // groups) -> mean and 1/std, each (B, 1, groups, 1)."""
+  mean = grouped.mean(axis=(1, 3), keepdims=True)
+  inv_std = jax.lax.rsqrt(jnp.square(grouped - mean).mean(axis=(1, 3), keepdims=True) + NORM_EPS)
+  return mean, inv_std
+
+
 def _normalize_affine_forward(x, scale, bias, groups, activation):
   grouped = _grouped(x, groups)
-  mean = grouped.mean(axis=(1, 3), keepdims=True)
-  centred = grouped - mean
-  inv_std = jax.lax.rsqrt(jnp.square(centred).mean(axis=(1, 3), keepdims=True) + NORM_EPS)
-  pre_activation = (centred * inv_std).reshape(x.shape) * scale + bias
+  mean, inv_std = _group_statistics(grouped)
+  pre_activation = ((grouped - mean) * inv_std).reshape(x.shape) * scale + bias
   return ACTIVATIONS[activation][0](pre_activation), (x, scale, bias, mean, inv_std)
 
 
@@ -275,19 +280,17 @@ class LayerNorm(nnx.Module):
     return centred * jax.lax.rsqrt(var + NORM_EPS) * self.scale[...] + self.bias[...]
 
 
-def instance_norm(x: jax.Array, eps: float = NORM_EPS) -> jax.Array:
-  """Per-sample, per-channel normalisation over H and W, without affine parameters.
+def instance_norm(x: jax.Array) -> jax.Array:
+  """Per-sample, per-channel normalisation over H and W (eps 1e-5), without affine parameters.
 
   Args:
     x: (B, H, W, C) of any float dtype.
   Returns:
     float32 (B, H, W, C).
   """
-  x = x.astype(jnp.float32)
-  mean = x.mean(axis=(1, 2), keepdims=True)
-  centred = x - mean
-  var = jnp.square(centred).mean(axis=(1, 2), keepdims=True)
-  return centred * jax.lax.rsqrt(var + eps)
+  grouped = _grouped(x, x.shape[-1])
+  mean, inv_std = _group_statistics(grouped)
+  return ((grouped - mean) * inv_std).reshape(x.shape)
 
 
 class InstanceNorm(nnx.Module):
