@@ -1,7 +1,9 @@
 """The project's XLA:CPU flags: set on import, the user's own value kept, convolutions still exact.
 
 `piti_jax.cpu_flags` moves convolutions and reductions off YNNPACK onto XLA's own CPU
-kernels; the gradients those kernels give are checked against float64 NumPy here.
+kernels, and on CPU a strided convolution's input gradient comes phase by phase
+(`piti_jax.models.strided_conv`); the gradients `layers.conv2d` gives are checked against
+float64 NumPy here.
 """
 
 import os
@@ -14,8 +16,10 @@ import pytest
 from piti_jax import cpu_flags
 from piti_jax.models import layers
 
-CASES = [  # (kernel, stride, padding): UNet 3x3 and 1x1, encoder stem 7x7 and stride-2 3x3, PatchGAN 4x4
-    (3, 1, 1), (1, 1, 0), (7, 1, 3), (3, 2, 1), (4, 2, 1), (4, 1, 1)]
+CASES = [  # (kernel, stride, padding): UNet 3x3 and 1x1, encoder stem 7x7 and stride-2 3x3, PatchGAN 4x4;
+    # the strided ones (the phase input gradient of `strided_conv` on CPU) also with more padding, a kernel
+    # smaller than the stride (phases no tap reaches) and stride 3
+    (3, 1, 1), (1, 1, 0), (7, 1, 3), (3, 2, 1), (4, 2, 1), (4, 1, 1), (4, 2, 2), (1, 2, 0), (3, 3, 0)]
 
 
 def test_this_process_runs_with_the_flags():
@@ -69,7 +73,7 @@ def _reference_input_gradient(x_shape: tuple[int, ...], w: np.ndarray, g: np.nda
 @pytest.mark.parametrize("kernel,stride,padding", CASES)
 def test_conv_gradients_match_float64(kernel, stride, padding):
   rng = np.random.default_rng(kernel * 10 + stride)
-  x = rng.standard_normal((2, 9, 9, 3)).astype(np.float32)
+  x = rng.standard_normal((2, 9, 10, 3)).astype(np.float32)  # odd and even sides: every phase layout
   w = rng.standard_normal((kernel, kernel, 3, 5)).astype(np.float32)
   bias = np.zeros(5, np.float32)
 

@@ -26,6 +26,7 @@ import numpy as np
 from flax import nnx
 
 from piti_jax.errors import PitiError
+from piti_jax.models import strided_conv
 
 GROUP_NORM_GROUPS = 32
 NORM_EPS = 1e-5
@@ -159,11 +160,14 @@ def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array, *, stride: int, pad
   """NHWC convolution with HWIO `kernel`, symmetric zero `padding`, result in `dtype`.
 
   x: (B, H, W, C); kernel: (k, k, C, O); bias: (O,). Returns (B, H', W', O).
+  When the default backend is a CPU (checked at trace time), a strided convolution takes its
+  input gradient phase by phase (`strided_conv`; same values, 2-3x faster on XLA:CPU).
   """
   x, kernel = x.astype(dtype), kernel.astype(dtype)
-  y = jax.lax.conv_general_dilated(x, kernel, window_strides=(stride, stride),
-                                   padding=((padding, padding), (padding, padding)),
-                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  if stride > 1 and jax.default_backend() == "cpu":
+    y = strided_conv.conv_with_phase_input_gradient(x, kernel, stride, padding)
+  else:
+    y = strided_conv.conv(x, kernel, stride, padding)
   return y + bias.astype(dtype)
 
 
