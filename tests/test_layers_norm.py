@@ -13,7 +13,8 @@ def plain_norm_float64(x, scale, bias, groups, activation):
   grouped = x.reshape(x.shape[0], -1, groups, x.shape[-1] // groups)
   mean = grouped.mean(axis=(1, 3), keepdims=True)
   var = jnp.square(grouped - mean).mean(axis=(1, 3), keepdims=True)
-  pre = ((grouped - mean) / jnp.sqrt(var + layers.NORM_EPS)).reshape(x.shape) * scale + bias
+  as_x = lambda affine: affine.reshape(affine.shape[:-1] + (1,) * (x.ndim - affine.ndim) + affine.shape[-1:])
+  pre = ((grouped - mean) / jnp.sqrt(var + layers.NORM_EPS)).reshape(x.shape) * as_x(scale) + as_x(bias)
   return {"identity": lambda z: z, "silu": jax.nn.silu,
           "leaky_relu": lambda z: jnp.where(z >= 0, z, layers.LEAKY_RELU_SLOPE * z)}[activation](pre)
 
@@ -24,17 +25,19 @@ def value_and_grads(norm, x, scale, bias, groups, activation, weight):
   return jax.value_and_grad(loss, argnums=(0, 1, 2))(x, scale, bias)
 
 
-@pytest.mark.parametrize("shape, groups, activation", [
-    ((2, 8, 8, 64), 32, "silu"),          # GroupNorm32 + SiLU, as in a ResBlock
-    ((2, 8, 8, 64), 32, "identity"),      # GroupNorm32 alone
-    ((2, 16, 64), 32, "identity"),        # token-shaped input (B, L, C)
-    ((2, 16, 16, 8), 8, "leaky_relu"),    # InstanceNorm + LeakyReLU(0.2), as in the task encoder
+@pytest.mark.parametrize("shape, groups, activation, per_sample", [
+    ((2, 8, 8, 64), 32, "silu", False),          # GroupNorm32 + SiLU, as in a ResBlock's in-layers
+    ((2, 8, 8, 64), 32, "silu", True),           # ... with a per-sample affine, as in its scale-shift out-norm
+    ((2, 8, 8, 64), 32, "identity", False),      # GroupNorm32 alone
+    ((2, 16, 64), 32, "identity", False),        # token-shaped input (B, L, C)
+    ((2, 16, 16, 8), 8, "leaky_relu", False),    # InstanceNorm + LeakyReLU(0.2), as in the task encoder
 ])
-def test_values_and_gradients_match_float64_autodiff(shape, groups, activation):
+def test_values_and_gradients_match_float64_autodiff(shape, groups, activation, per_sample):
   rng = np.random.default_rng(0)
   x = rng.normal(1.0, 2.0, shape)
-  scale = rng.uniform(0.5, 1.5, shape[-1])
-  bias = rng.uniform(-0.3, 0.3, shape[-1])
+  affine_shape = (shape[0], shape[-1]) if per_sample else (shape[-1],)
+  scale = rng.uniform(0.5, 1.5, affine_shape)
+  bias = rng.uniform(-0.3, 0.3, affine_shape)
   weight = rng.normal(size=shape)
   with jax.enable_x64(True):
     want_value, want_grads = value_and_grads(plain_norm_float64, *map(jnp.asarray, (x, scale, bias)), groups,

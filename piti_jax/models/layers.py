@@ -192,7 +192,7 @@ def _grouped(x: jax.Array, groups: int) -> jax.Array:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
 def normalize_affine(x: jax.Array, scale: jax.Array, bias: jax.Array, groups: int, activation: str) -> jax.Array:
-  """Group normalisation (eps 1e-5, float32) with a per-channel affine, then an activation.
+  """Group normalisation (eps 1e-5, float32) with an affine per channel (or per sample and channel), then an activation.
 
   Statistics are per sample over all positions and the channels of a group: `groups=32` is
   GroupNorm32, `groups=C` InstanceNorm. The backward pass is the closed form: it keeps only
@@ -201,7 +201,8 @@ def normalize_affine(x: jax.Array, scale: jax.Array, bias: jax.Array, groups: in
 
   Args:
     x: (B, ..., C) of any float dtype, C divisible by `groups`.
-    scale, bias: float32 (C,).
+    scale, bias: float32 (C,), or (B, C) for an affine that differs per sample (the UNet's
+      scale-shift norm folds its timestep modulation into them).
     groups: number of channel groups.
     activation: a key of `ACTIVATIONS`.
   Returns:
@@ -217,29 +218,45 @@ def _group_statistics(grouped: jax.Array) -> tuple[jax.Array, jax.Array]:
   return mean, inv_std
 
 
+def _per_group(affine: jax.Array, groups: int) -> jax.Array:
+  """Affine (C,) or (B, C) -> (1 or B, 1, groups, C // groups), to broadcast against `_grouped` maps."""
+  rows = affine.shape[0] if affine.ndim == 2 else 1
+  return affine.reshape(rows, 1, groups, -1)
+
+
+def _per_position(affine: jax.Array, ndim: int) -> jax.Array:
+  """Affine (C,) or (B, C) -> (1 or B, 1, ..., 1, C), to broadcast against an ndim-D (B, ..., C) map."""
+  rows = affine.shape[0] if affine.ndim == 2 else 1
+  return affine.reshape((rows,) + (1,) * (ndim - 2) + affine.shape[-1:])
+
+
 def _normalize_affine_forward(x, scale, bias, groups, activation):
   grouped = _grouped(x, groups)
   mean, inv_std = _group_statistics(grouped)
-  pre_activation = ((grouped - mean) * inv_std).reshape(x.shape) * scale + bias
+  # The affine and activation run in x's layout: C on the minor axis keeps them vectorised
+  # (the grouped layout's minor axis has C / groups entries, often 1 or 2).
+  normalized = ((grouped - mean) * inv_std).reshape(x.shape)
+  pre_activation = normalized * _per_position(scale, x.ndim) + _per_position(bias, x.ndim)
   return ACTIVATIONS[activation][0](pre_activation), (x, scale, bias, mean, inv_std)
 
 
 def _normalize_affine_backward(groups, activation, residuals, output_grad):
   x, scale, bias, mean, inv_std = residuals
   normalized = (_grouped(x, groups) - mean) * inv_std
-  group_scale = scale.reshape(groups, -1)
+  group_scale = _per_group(scale, groups)  # (1 or B, 1, groups, C // groups)
   grad = output_grad.astype(jnp.float32).reshape(normalized.shape)
   derivative = ACTIVATIONS[activation][1]
   if derivative is not None:
-    grad = grad * derivative(normalized * group_scale + bias.reshape(groups, -1))
+    grad = grad * derivative(normalized * group_scale + _per_group(bias, groups))
   grad_sum = grad.sum(axis=1)  # (B, groups, C // groups)
   grad_normalized_sum = (grad * normalized).sum(axis=1)
   count = normalized.shape[1] * normalized.shape[3]
-  mean_term = (grad_sum * group_scale).sum(axis=-1, keepdims=True)[:, None] / count  # (B, 1, groups, 1)
-  slope_term = (grad_normalized_sum * group_scale).sum(axis=-1, keepdims=True)[:, None] / count
+  mean_term = (grad_sum * group_scale[:, 0]).sum(axis=-1, keepdims=True)[:, None] / count  # (B, 1, groups, 1)
+  slope_term = (grad_normalized_sum * group_scale[:, 0]).sum(axis=-1, keepdims=True)[:, None] / count
   x_grad = inv_std * (grad * group_scale - mean_term - normalized * slope_term)
-  return (x_grad.reshape(x.shape).astype(x.dtype), grad_normalized_sum.sum(axis=0).reshape(scale.shape),
-          grad_sum.sum(axis=0).reshape(bias.shape))
+  per_batch = lambda affine, total: total.sum(axis=0) if affine.ndim == 1 else total  # noqa: E731
+  return (x_grad.reshape(x.shape).astype(x.dtype), per_batch(scale, grad_normalized_sum).reshape(scale.shape),
+          per_batch(bias, grad_sum).reshape(bias.shape))
 
 
 normalize_affine.defvjp(_normalize_affine_forward, _normalize_affine_backward)
@@ -264,6 +281,17 @@ class GroupNorm32(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     activation = "silu" if self.swish else "identity"
     return normalize_affine(x, self.scale[...], self.bias[...], GROUP_NORM_GROUPS, activation).astype(self.dtype)
+
+  def modulated_silu(self, x: jax.Array, scale: jax.Array, shift: jax.Array) -> jax.Array:
+    """SiLU(GroupNorm(x) * (1 + scale) + shift), the ADM scale-shift norm, in one pass.
+
+    scale, shift: (B, channels) per-sample modulation. The modulation is folded into a
+    per-sample affine (scale (1 + s) * gamma, bias (1 + s) * beta + shift), which is the
+    same function with the product taken in another order. Output in `dtype`.
+    """
+    gain = 1 + scale.astype(jnp.float32)
+    return normalize_affine(x, self.scale[...] * gain, self.bias[...] * gain + shift.astype(jnp.float32),
+                            GROUP_NORM_GROUPS, "silu").astype(self.dtype)
 
 
 class LayerNorm(nnx.Module):

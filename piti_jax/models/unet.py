@@ -26,7 +26,9 @@ class ResBlock(nnx.Module):
 
   Layers (reference indices): in_layers = [GroupNorm+SiLU, Identity, conv3x3];
   emb_layers = [SiLU, Linear(emb -> 2*out)]; out_layers = [GroupNorm, SiLU, Dropout,
-  conv3x3 (zero init)]; skip_connection = conv1x1 when the width changes, else identity.
+  conv3x3 (zero init)], where the out-norm, the timestep's scale-shift and the SiLU run as
+  one pass (`GroupNorm32.modulated_silu`; index 1 holds no layer of its own);
+  skip_connection = conv1x1 when the width changes, else identity.
   With `resample` "down"/"up", h (after the in-norm) and the skip input x are both
   avg-pooled / nearest-upsampled x2 before the in-conv, as in the reference.
   Input (B, H, W, channels), emb float32 (B, emb_channels); output (B, H', W', out) in `dtype`.
@@ -43,7 +45,7 @@ class ResBlock(nnx.Module):
     self.emb_layers = nnx.List([jax.nn.silu, Dense(emb_channels, 2 * out_channels, dtype=dtype, rngs=rngs)])
     self.out_layers = nnx.List([
         GroupNorm32(out_channels, swish=False, dtype=dtype),
-        jax.nn.silu,
+        identity,  # the SiLU is applied with the scale-shift inside `GroupNorm32.modulated_silu`
         nnx.Dropout(dropout),
         Conv2d(out_channels, out_channels, 3, dtype=dtype, rngs=rngs, zero_init=True),
     ])
@@ -58,10 +60,10 @@ class ResBlock(nnx.Module):
       h = self.resample(h)
       x = self.resample(x)
     h = self.in_layers[2](h)
-    emb_out = self.emb_layers[1](self.emb_layers[0](emb))[:, None, None, :]
+    emb_out = self.emb_layers[1](self.emb_layers[0](emb))
     scale, shift = jnp.split(emb_out, 2, axis=-1)
-    h = self.out_layers[0](h) * (1 + scale) + shift
-    h = self.out_layers[2](self.out_layers[1](h), deterministic=not train, rngs=rngs)
+    h = self.out_layers[0].modulated_silu(h, scale, shift)
+    h = self.out_layers[2](h, deterministic=not train, rngs=rngs)
     h = self.out_layers[3](h)
     return self.skip_connection(x) + h
 
