@@ -154,12 +154,23 @@ class Conv2d(nnx.Module):
     return conv2d(x, self.kernel[...], self.bias[...], stride=self.stride, padding=self.padding,
                   dtype=self.dtype)
 
+  def before_norm(self, x: jax.Array) -> jax.Array:
+    """The convolution without its bias, for a conv whose output goes straight into a normalisation.
 
-def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array, *, stride: int, padding: int,
+    A normalisation over positions (InstanceNorm, GroupNorm) subtracts every per-channel
+    constant, so the bias cannot change its output: skipping it gives the same values (up to
+    float rounding) without a pass over the map forward and a reduction backward. The bias
+    stays a parameter (checkpoints keep the reference's layout) and gets a zero gradient,
+    where the reference's gets rounding noise.
+    """
+    return conv2d(x, self.kernel[...], None, stride=self.stride, padding=self.padding, dtype=self.dtype)
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, *, stride: int, padding: int,
            dtype: jnp.dtype) -> jax.Array:
   """NHWC convolution with HWIO `kernel`, symmetric zero `padding`, result in `dtype`.
 
-  x: (B, H, W, C); kernel: (k, k, C, O); bias: (O,). Returns (B, H', W', O).
+  x: (B, H, W, C); kernel: (k, k, C, O); bias: (O,) or None (no bias). Returns (B, H', W', O).
   When the default backend is a CPU (checked at trace time), a strided convolution takes its
   input gradient phase by phase (`strided_conv`; same values, 2-3x faster on XLA:CPU).
   """
@@ -168,7 +179,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array, *, stride: int, pad
     y = strided_conv.conv_with_phase_input_gradient(x, kernel, stride, padding)
   else:
     y = strided_conv.conv(x, kernel, stride, padding)
-  return y + bias.astype(dtype)
+  return y if bias is None else y + bias.astype(dtype)
 
 
 def _silu_derivative(z: jax.Array) -> jax.Array:

@@ -48,10 +48,9 @@ class CNN(nnx.Module):
     self.conv6 = Conv2d(widths[5], out_channels, 3, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = self.norm1(self.conv1(x))
-    for conv, norm in ((self.conv2, self.norm2), (self.conv3, self.norm3), (self.conv4, self.norm4),
-                       (self.conv5, self.norm5)):
-      x = norm(conv(x))
+    for conv, norm in ((self.conv1, self.norm1), (self.conv2, self.norm2), (self.conv3, self.norm3),
+                       (self.conv4, self.norm4), (self.conv5, self.norm5)):
+      x = norm(conv.before_norm(x))  # the InstanceNorm cancels conv1..conv5's biases
     return self.conv6(x)
 
 
