@@ -244,10 +244,13 @@ def _per_position(affine: jax.Array, ndim: int) -> jax.Array:
 def _normalize_affine_forward(x, scale, bias, groups, activation):
   grouped = _grouped(x, groups)
   mean, inv_std = _group_statistics(grouped)
-  # The affine and activation run in x's layout: C on the minor axis keeps them vectorised
-  # (the grouped layout's minor axis has C / groups entries, often 1 or 2).
-  normalized = ((grouped - mean) * inv_std).reshape(x.shape)
-  pre_activation = normalized * _per_position(scale, x.ndim) + _per_position(bias, x.ndim)
+  # The normalisation, affine and activation run in x's layout with the statistics repeated per
+  # channel: C on the minor axis keeps them vectorised (the grouped layout's minor axis has
+  # C / groups entries, often 1 or 2).
+  per_channel = lambda stat: jnp.repeat(stat.reshape(x.shape[0], groups), x.shape[-1] // groups, axis=-1)  # noqa: E731
+  channel_scale = _per_position(per_channel(inv_std), x.ndim) * _per_position(scale, x.ndim)
+  pre_activation = ((x.astype(jnp.float32) - _per_position(per_channel(mean), x.ndim)) * channel_scale
+                    + _per_position(bias, x.ndim))
   return ACTIVATIONS[activation][0](pre_activation), (x, scale, bias, mean, inv_std)
 
 
