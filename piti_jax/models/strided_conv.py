@@ -2,15 +2,16 @@
 
 XLA expresses the input gradient of a stride-s convolution as one convolution of the
 output cotangent dilated by s with the flipped kernel. XLA:CPU runs that dilated
-convolution 3-5x slower than the forward pass at the task encoder's shapes (e.g. 98 ms
-against 19 ms for the 4x256x256x32 -> 64, 3x3 stride-2 layer; docs/performance.md,
-section 11), because most of the dilated input is zeros.
+convolution up to 6x slower than the forward pass at the task encoder's largest maps (90 ms
+against 14 ms for the 4x256x256x32 -> 64, 3x3 stride-2 layer;
+`benchmarks/strided_conv_gradients.py`, docs/performance.md section 11), because most of
+the dilated input is zeros.
 
 The same gradient splits into s^2 output phases: input pixel (s*k + a, s*l + b) only
 receives the kernel taps i = a + padding (mod s), j = b + padding (mod s), each at a fixed
 offset of the cotangent. So each phase is a stride-1, undilated convolution of the
 cotangent with a sub-kernel of those taps, and the phases interleave into the gradient.
-Every product of the dilated convolution that is not a multiple of zero is computed once,
+Every product of the dilated convolution that does not involve an inserted zero is computed once,
 so the values equal XLA's up to float32 summation order. The forward pass and the kernel
 gradient stay XLA's own (they are fast).
 """
@@ -79,7 +80,7 @@ def phase_input_gradient(output_grad: jax.Array, kernel: jax.Array, input_shape:
   batch, height, width, channels = input_shape
   kernel_size = kernel.shape[0]
   out_h, out_w = output_grad.shape[1:3]
-  flipped = jnp.swapaxes(kernel, 2, 3)  # (k, k, O, C): contracts the cotangent's channels
+  transposed = jnp.swapaxes(kernel, 2, 3)  # (k, k, O, C): contracts the cotangent's channels
   rows_per_phase = -(-height // stride)
   cols_per_phase = -(-width // stride)
   phases = []
@@ -92,7 +93,7 @@ def phase_input_gradient(output_grad: jax.Array, kernel: jax.Array, input_shape:
         cropped = lax.pad(output_grad, jnp.zeros((), output_grad.dtype),
                           ((0, 0, 0), (min(row_pad[0], 0), min(row_pad[1], 0), 0),
                            (min(col_pad[0], 0), min(col_pad[1], 0), 0), (0, 0, 0)))
-        sub_kernel = flipped[jnp.array(row_taps)][:, jnp.array(col_taps)]
+        sub_kernel = transposed[jnp.array(row_taps)][:, jnp.array(col_taps)]
         phase = lax.conv_general_dilated(
             cropped, sub_kernel, window_strides=(1, 1),
             padding=((max(row_pad[0], 0), max(row_pad[1], 0)), (max(col_pad[0], 0), max(col_pad[1], 0))),
