@@ -155,13 +155,13 @@ class Conv2d(nnx.Module):
                   dtype=self.dtype)
 
   def before_norm(self, x: jax.Array) -> jax.Array:
-    """The convolution without its bias, for a conv whose output goes straight into a normalisation.
+    """The convolution without its bias, for a conv whose output goes straight into an InstanceNorm.
 
-    A normalisation over positions (InstanceNorm, GroupNorm) subtracts every per-channel
-    constant, so the bias cannot change its output: skipping it gives the same values (up to
-    float rounding) without a pass over the map forward and a reduction backward. The bias
-    stays a parameter (checkpoints keep the reference's layout) and gets a zero gradient,
-    where the reference's gets rounding noise.
+    A per-channel normalisation over positions (InstanceNorm; not GroupNorm with several
+    channels per group) subtracts every per-channel constant, so the bias cannot change its
+    output: skipping it gives the same values (up to float rounding) without a pass over the
+    map forward and a reduction backward. The bias stays a parameter (checkpoints keep the
+    reference's layout) and gets a zero gradient, where the reference's gets rounding noise.
     """
     return conv2d(x, self.kernel[...], None, stride=self.stride, padding=self.padding, dtype=self.dtype)
 
