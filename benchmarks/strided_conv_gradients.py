@@ -11,9 +11,8 @@ gradient. Prints one JSON line per layer: median ms of --repeats runs and the ma
 difference between the two input gradients. Run on the default JAX device (a CPU here).
 """
 
+import functools
 import json
-import statistics
-import time
 
 import piti_jax  # noqa: F401  (sets the project's XLA:CPU flags before JAX starts)
 import jax
@@ -23,6 +22,8 @@ from absl import app, flags
 
 from piti_jax.models import strided_conv
 
+import common
+
 _BATCH = flags.DEFINE_integer("batch", 4, "Images per batch.")
 _REPEATS = flags.DEFINE_integer("repeats", 9, "Timed runs per program (after one warm-up run).")
 
@@ -31,13 +32,10 @@ STRIDE, PADDING = 2, 1
 
 
 def median_ms(function, *args) -> float:
-  jax.block_until_ready(function(*args))
-  times = []
-  for _ in range(_REPEATS.value):
-    start = time.perf_counter()
-    jax.block_until_ready(function(*args))
-    times.append(time.perf_counter() - start)
-  return round(statistics.median(times) * 1e3, 2)
+  """Median wall ms of --repeats calls of the jitted function, after one warm-up call."""
+  call = functools.partial(function, *args)
+  jax.block_until_ready(call())
+  return common.median_ms(common.timed(call, _REPEATS.value))
 
 
 def main(argv) -> None:
