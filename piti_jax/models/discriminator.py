@@ -12,11 +12,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from piti_jax.models.layers import Conv2d, draw_initial_values, instance_norm
+from piti_jax.models.layers import LEAKY_RELU_SLOPE, Conv2d, draw_initial_values, instance_norm
 
 KERNEL_SIZE = 4
 PADDING = 1
-LEAKY_SLOPE = 0.2
 
 
 def _conv(in_channels: int, out_channels: int, stride: int, dtype) -> Conv2d:
@@ -58,8 +57,8 @@ class PatchDiscriminator(nnx.Module):
     Returns:
       (B, h, w, 1) logits in the compute dtype; h = H/8 - 2 for n_layers=3 (30 for 256).
     """
-    h = nnx.leaky_relu(self.first(x), LEAKY_SLOPE)
+    h = nnx.leaky_relu(self.first(x), LEAKY_RELU_SLOPE)
     for conv in self.normed:
       h = conv(h)
-      h = nnx.leaky_relu(instance_norm(h).astype(h.dtype), LEAKY_SLOPE)
+      h = nnx.leaky_relu(instance_norm(h).astype(h.dtype), LEAKY_RELU_SLOPE)
     return self.last(h)

@@ -30,7 +30,7 @@ from piti_jax.models import strided_conv
 
 GROUP_NORM_GROUPS = 32
 NORM_EPS = 1e-5
-LEAKY_RELU_SLOPE = 0.2  # the task encoder's nn.LeakyReLU(0.2)
+LEAKY_RELU_SLOPE = 0.2  # PITI's nn.LeakyReLU(0.2): the task encoder and the pix2pix critic
 
 
 def identity(x: jax.Array) -> jax.Array:
@@ -229,16 +229,30 @@ def _group_statistics(grouped: jax.Array) -> tuple[jax.Array, jax.Array]:
   return mean, inv_std
 
 
+def _affine_rows(affine: jax.Array, trailing: tuple[int, ...]) -> jax.Array:
+  """Affine (C,) or (B, C) -> (1 or B, *trailing): one row per sample that has its own affine."""
+  return affine.reshape((affine.shape[0] if affine.ndim == 2 else 1,) + trailing)
+
+
 def _per_group(affine: jax.Array, groups: int) -> jax.Array:
   """Affine (C,) or (B, C) -> (1 or B, 1, groups, C // groups), to broadcast against `_grouped` maps."""
-  rows = affine.shape[0] if affine.ndim == 2 else 1
-  return affine.reshape(rows, 1, groups, -1)
+  return _affine_rows(affine, (1, groups, affine.shape[-1] // groups))
 
 
 def _per_position(affine: jax.Array, ndim: int) -> jax.Array:
   """Affine (C,) or (B, C) -> (1 or B, 1, ..., 1, C), to broadcast against an ndim-D (B, ..., C) map."""
-  rows = affine.shape[0] if affine.ndim == 2 else 1
-  return affine.reshape((rows,) + (1,) * (ndim - 2) + affine.shape[-1:])
+  return _affine_rows(affine, (1,) * (ndim - 2) + affine.shape[-1:])
+
+
+def _repeat_per_channel(statistic: jax.Array, channels: int) -> jax.Array:
+  """Group statistic (B, 1, groups, 1) -> (B, channels), each group's value on its channels."""
+  batch, groups = statistic.shape[0], statistic.shape[2]
+  return jnp.repeat(statistic.reshape(batch, groups), channels // groups, axis=-1)
+
+
+def _summed_over_batch_unless_per_sample(affine: jax.Array, grad: jax.Array) -> jax.Array:
+  """The gradient of a (C,) affine sums the per-sample (B, ...) terms; a (B, C) affine keeps them."""
+  return (grad.sum(axis=0) if affine.ndim == 1 else grad).reshape(affine.shape)
 
 
 def _normalize_affine_forward(x, scale, bias, groups, activation):
@@ -247,9 +261,10 @@ def _normalize_affine_forward(x, scale, bias, groups, activation):
   # The normalisation, affine and activation run in x's layout with the statistics repeated per
   # channel: C on the minor axis keeps them vectorised (the grouped layout's minor axis has
   # C / groups entries, often 1 or 2).
-  per_channel = lambda stat: jnp.repeat(stat.reshape(x.shape[0], groups), x.shape[-1] // groups, axis=-1)  # noqa: E731
-  channel_scale = _per_position(per_channel(inv_std), x.ndim) * _per_position(scale, x.ndim)
-  pre_activation = ((x.astype(jnp.float32) - _per_position(per_channel(mean), x.ndim)) * channel_scale
+  channels = x.shape[-1]
+  channel_scale = _per_position(_repeat_per_channel(inv_std, channels), x.ndim) * _per_position(scale, x.ndim)
+  pre_activation = ((x.astype(jnp.float32) - _per_position(_repeat_per_channel(mean, channels), x.ndim))
+                    * channel_scale
                     + _per_position(bias, x.ndim))
   return ACTIVATIONS[activation][0](pre_activation), (x, scale, bias, mean, inv_std)
 
@@ -268,9 +283,8 @@ def _normalize_affine_backward(groups, activation, residuals, output_grad):
   mean_term = (grad_sum * group_scale[:, 0]).sum(axis=-1, keepdims=True)[:, None] / count  # (B, 1, groups, 1)
   slope_term = (grad_normalized_sum * group_scale[:, 0]).sum(axis=-1, keepdims=True)[:, None] / count
   x_grad = inv_std * (grad * group_scale - mean_term - normalized * slope_term)
-  per_batch = lambda affine, total: total.sum(axis=0) if affine.ndim == 1 else total  # noqa: E731
-  return (x_grad.reshape(x.shape).astype(x.dtype), per_batch(scale, grad_normalized_sum).reshape(scale.shape),
-          per_batch(bias, grad_sum).reshape(bias.shape))
+  return (x_grad.reshape(x.shape).astype(x.dtype), _summed_over_batch_unless_per_sample(scale, grad_normalized_sum),
+          _summed_over_batch_unless_per_sample(bias, grad_sum))
 
 
 normalize_affine.defvjp(_normalize_affine_forward, _normalize_affine_backward)
