@@ -78,6 +78,15 @@ def main(argv=None) -> None:
       "tables": tables, "plots": [plot], "results": results}, started)
 
 
+def _spaced_ticks(values: set[int], min_ratio: float = 1.25) -> list[int]:
+  """The sorted values, leaving out any within `min_ratio` of the last one kept (their labels would overlap on a log axis)."""
+  kept: list[int] = []
+  for value in sorted(values):
+    if not kept or value >= kept[-1] * min_ratio:
+      kept.append(value)
+  return kept
+
+
 def _plot(out_dir: str, results: dict) -> dict:
   from matplotlib import ticker  # pylint: disable=import-outside-toplevel
 
@@ -89,7 +98,7 @@ def _plot(out_dir: str, results: dict) -> dict:
                     yerr=[[summary[metric]["mean"] - summary[metric]["min"]],
                           [summary[metric]["max"] - summary[metric]["mean"]]], label=name, capsize=3)
     axis.set_xscale("log")
-    axis.set_xticks(sorted({int(summary["nfe"]["mean"]) for summary in results[part].values()}))
+    axis.set_xticks(_spaced_ticks({int(summary["nfe"]["mean"]) for summary in results[part].values()}))
     axis.xaxis.set_major_formatter(ticker.ScalarFormatter())
     axis.xaxis.set_minor_formatter(ticker.NullFormatter())
     axis.set_xlabel("network evaluations per image")
