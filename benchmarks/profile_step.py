@@ -30,6 +30,7 @@ from jax._src.lib import _profile_data
 from ml_collections import config_flags
 
 import common
+from piti_jax import huge_pages
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/bench.py:tiny", "Job config to profile.")
 _MODE = flags.DEFINE_string("mode", None, "stage1 / stage2 / pretrain (default: the config's trainable set).")
@@ -235,4 +236,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+  huge_pages.reexec_with_huge_pages()  # as `python -m piti_jax.main` runs
   app.run(main)

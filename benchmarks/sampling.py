@@ -20,7 +20,7 @@ import time
 import jax
 from absl import app, flags, logging
 
-from piti_jax import demo, inference
+from piti_jax import demo, huge_pages, inference
 from piti_jax.evaluation import runner as evaluation
 from piti_jax.sampling import sample_config
 from piti_jax.train.config import load_config_file
@@ -80,4 +80,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+  huge_pages.reexec_with_huge_pages()  # as `python -m piti_jax.main` runs
   app.run(main)

@@ -27,7 +27,7 @@ from ml_collections import config_flags
 
 import common
 import rss
-from piti_jax import accounting
+from piti_jax import accounting, huge_pages
 
 IMPORT_RSS_MIB = rss.current_mib()
 
@@ -48,8 +48,8 @@ def benchmark(config, mode: str | None, steps: int) -> dict:
   count = lambda tree: int(sum(x.size for x in jax.tree.leaves(tree)))
   return {
       "mode": mode or bench.config.train.trainable or "all", "preset": bench.config.model.preset,
-      "dtype": bench.config.model.dtype, "global_batch": batch, "devices": jax.device_count(),
-      "mesh": dict(bench.mesh.shape), "step_ms": common.median_ms(times), "step_spread": common.spread(times),
+      "dtype": bench.config.model.dtype, "malloc_huge_pages": huge_pages.active(), "global_batch": batch,
+      "devices": jax.device_count(), "mesh": dict(bench.mesh.shape), "step_ms": common.median_ms(times), "step_spread": common.spread(times),
       "images_per_s": round(batch / seconds, 2),
       **accounting.rate_fields(model_flops=model_flops, xla_flops=accounting.compiled_flops(bench.compiled),
                                seconds=seconds, items=batch, matmul_peak=peak),
@@ -69,4 +69,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+  huge_pages.reexec_with_huge_pages()  # as `python -m piti_jax.main` runs
   app.run(main)

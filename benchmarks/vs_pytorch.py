@@ -16,7 +16,9 @@ restored as `int` in the reference's process.
 Every row runs in fresh child processes, alternating reference, project, reference (with
 --repeats R: R project runs between R + 1 reference runs), each pinned to the same --cpus
 (2 by default) with 2 compute threads (torch.set_num_threads; XLA sizes its pool from the
-same CPU set). A row prints one JSON line: median step time and images/s of each side,
+same CPU set). The project's runs use glibc's huge-page malloc as its entry points do
+(piti_jax/huge_pages.py); the reference runs as its own code starts, unless
+--reference-huge-pages gives it the same setting. A row prints one JSON line: median step time and images/s of each side,
 the speed-up (project images/s over the reference's), the spread of the repeats, peak RSS
 of each side's process and their ratio, and the FLOP accounting of the project's program.
 
@@ -46,6 +48,7 @@ import time
 import types
 
 import rss
+from piti_jax import huge_pages
 
 ROWS = {
     "train_tiny_stage1": dict(kind="train", size="tiny", batch=4, mode="stage1"),
@@ -230,7 +233,8 @@ def run_reference(row: dict, piti_repo: str, steps: int, sample_steps: int) -> d
         if i:
           times.append((time.perf_counter() - start) / count)
   return {"step_s": times, "peak_rss_mib": rss.peak_mib(), "process_peak_rss_mib": rss.process_peak_mib(),
-          "import_rss_mib": baseline, "threads": th.get_num_threads(), "stand_ins": stand_ins}
+          "import_rss_mib": baseline, "threads": th.get_num_threads(), "stand_ins": stand_ins,
+          "malloc_huge_pages": huge_pages.active()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,7 +330,7 @@ def run_project(row: dict, steps: int, sample_steps: int) -> dict:
     reference_model_flops = forward
   peak = accounting.measured_matmul_peak() if jax.devices()[0].platform == "cpu" else None
   return {"step_s": times, "peak_rss_mib": step_peak, "process_peak_rss_mib": rss.process_peak_mib(),
-          "import_rss_mib": baseline, "xla_flops": xla_flops,
+          "import_rss_mib": baseline, "malloc_huge_pages": huge_pages.active(), "xla_flops": xla_flops,
           "model_flops": model_flops, "reference_model_flops": reference_model_flops, "matmul_peak": peak}
 
 
@@ -337,7 +341,7 @@ def run_project(row: dict, steps: int, sample_steps: int) -> dict:
 def _child(side: str, row_name: str, spec: dict, args: argparse.Namespace) -> dict:
   command = [sys.executable, os.path.abspath(__file__), "--child", side, "--spec", json.dumps(spec), "--rows", row_name,
              "--piti-repo", args.piti_repo, "--steps", str(args.steps), "--sample-steps", str(args.sample_steps),
-             "--cpus", args.cpus]
+             "--cpus", args.cpus] + (["--reference-huge-pages"] if args.reference_huge_pages else [])
   env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS))
   result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
   lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
@@ -353,7 +357,8 @@ def _side_summary(runs: list[dict], batch: int, prefix: str) -> dict:
           f"{prefix}_spread": round((max(steps) - min(steps)) / median, 3),
           f"{prefix}_peak_rss_mib": round(statistics.median(r["peak_rss_mib"] for r in runs)),
           f"{prefix}_process_peak_rss_mib": round(statistics.median(r["process_peak_rss_mib"] for r in runs)),
-          f"{prefix}_import_rss_mib": round(statistics.median(r["import_rss_mib"] for r in runs))}
+          f"{prefix}_import_rss_mib": round(statistics.median(r["import_rss_mib"] for r in runs)),
+          f"{prefix}_malloc_huge_pages": all(r["malloc_huge_pages"] for r in runs)}
 
 
 def compare(row_name: str, args: argparse.Namespace) -> dict:
@@ -394,6 +399,8 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=5, help="timed train steps per run (after one warm-up step)")
   parser.add_argument("--sample-steps", type=int, default=25, help="respaced steps of the base sampler")
   parser.add_argument("--cpus", default="0,1", help="CPUs every run is pinned to")
+  parser.add_argument("--reference-huge-pages", action="store_true",
+                      help="run the reference with glibc's huge-page malloc too (the project always uses it)")
   parser.add_argument("--child", choices=("reference", "project"), help=argparse.SUPPRESS)
   parser.add_argument("--spec", help=argparse.SUPPRESS)
   args = parser.parse_args()
@@ -404,6 +411,8 @@ def main() -> None:
   if not os.path.isdir(os.path.join(args.piti_repo, "pretrained_diffusion")):
     parser.error(f"--piti-repo {args.piti_repo} has no pretrained_diffusion/; give a checkout of PITI-Synthesis/PITI")
   if args.child:
+    if args.child == "project" or args.reference_huge_pages:
+      huge_pages.reexec_with_huge_pages()  # the project's entry points run with them
     os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
     row = json.loads(args.spec)
     if args.child == "reference":
