@@ -16,10 +16,15 @@ before); on a GPU/TPU `mfu` is the model FLOP rate over the devices' bfloat16 pe
 
 Memory (Linux): `import_rss_mib` is the resident memory once the project is imported,
 `step_peak_rss_mib` the peak of the timed steps alone (`rss.reset_peak` after the compile and
-warm-up step), `peak_rss_mib` the process's peak so far (compiles included).
+warm-up step), `peak_rss_mib` the process's peak so far (compiles included). Per step
+(medians): `step_cpu_s` CPU seconds of all threads, `step_system_cpu_s` the kernel's part of
+them, `step_page_faults` minor page faults. The script restarts itself with glibc's huge-page
+malloc as `python -m piti_jax.main` does (`malloc_huge_pages`; piti_jax/huge_pages.py);
+`GLIBC_TUNABLES=glibc.malloc.hugetlb=0` measures without.
 """
 
 import json
+import statistics
 
 import jax
 from absl import app, flags
@@ -49,10 +54,13 @@ def benchmark(config, mode: str | None, steps: int) -> dict:
   return {
       "mode": mode or bench.config.train.trainable or "all", "preset": bench.config.model.preset,
       "dtype": bench.config.model.dtype, "malloc_huge_pages": huge_pages.active(), "global_batch": batch,
-      "devices": jax.device_count(), "mesh": dict(bench.mesh.shape), "step_ms": common.median_ms(times), "step_spread": common.spread(times),
-      "images_per_s": round(batch / seconds, 2),
+      "devices": jax.device_count(), "mesh": dict(bench.mesh.shape), "step_ms": common.median_ms(times),
+      "step_spread": common.spread(times), "images_per_s": round(batch / seconds, 2),
       **accounting.rate_fields(model_flops=model_flops, xla_flops=accounting.compiled_flops(bench.compiled),
                                seconds=seconds, items=batch, matmul_peak=peak),
+      "step_cpu_s": round(statistics.median(bench.cpu_seconds), 3),
+      "step_system_cpu_s": round(statistics.median(bench.system_seconds), 3),
+      "step_page_faults": int(statistics.median(bench.page_faults)),
       "compile_s": round(bench.compile_s, 1), "peak_rss_mib": round(common.peak_rss_bytes() / 2**20),
       "step_peak_rss_mib": round(step_peak), "import_rss_mib": round(IMPORT_RSS_MIB),
       "trained_params": count(bench.state.params), "frozen_params": count(bench.state.frozen),

@@ -18,9 +18,10 @@ Every row runs in fresh child processes, alternating reference, project, referen
 (2 by default) with 2 compute threads (torch.set_num_threads; XLA sizes its pool from the
 same CPU set). The project's runs use glibc's huge-page malloc as its entry points do
 (piti_jax/huge_pages.py); the reference runs as its own code starts, unless
---reference-huge-pages gives it the same setting. A row prints one JSON line: median step time and images/s of each side,
-the speed-up (project images/s over the reference's), the spread of the repeats, peak RSS
-of each side's process and their ratio, and the FLOP accounting of the project's program.
+--reference-huge-pages gives it the same setting. A row prints one JSON line: median step
+time and images/s of each side, the speed-up (project images/s over the reference's), the
+spread of the repeats, peak RSS of each side's process and their ratio, whether each side
+ran with huge pages, and the FLOP accounting of the project's program.
 
 Rows (sizes are the bench_tiny / bench_small presets, configs/bench.py):
 - train_<size>_<stage>: one optimizer step of the reference's TrainLoop.run_step (AdamW,

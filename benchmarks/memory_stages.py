@@ -1,0 +1,81 @@
+"""Resident memory of a train-step process at each stage of its start, after handing freed heap back.
+
+  python benchmarks/memory_stages.py --config=configs/bench.py:tiny --config.train.global_batch_size=4 --mode=stage2
+  heaptrack python benchmarks/memory_stages.py ... --stop_after=compiled   # what is live at that point
+
+Builds the train step the way the loop does (benchmarks/common.py) and prints one JSON line
+with the RSS in MiB after each stage, each read after `rss.reset_peak()` (glibc
+`malloc_trim`, so freed heap pages do not count): the imports with the JAX backend started,
+the Trainer, the initial state (its init programs compiled and run), the lowered step, the
+compiled step, the compiled step after `jax.clear_caches()` (JAX's caches of traced and
+lowered functions and the init programs dropped), and per timed step the RSS before it and
+the peak during it.
+With --stop_after the process leaves right after that stage without freeing anything, so a
+heap profiler sees what is live there. Runs with glibc's huge-page malloc as the project's
+entry points do (piti_jax/huge_pages.py).
+"""
+
+import json
+import os
+
+import rss
+
+STARTED_MIB = rss.current_mib()
+
+import jax  # noqa: E402  (the RSS above is the interpreter's alone)
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+import common  # noqa: E402
+from piti_jax import huge_pages  # noqa: E402
+from piti_jax.train import loop, partition  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/bench.py:tiny", "Job config.")
+_MODE = flags.DEFINE_string("mode", None, "stage1 / stage2 / pretrain (default: the config's trainable set).")
+_STEPS = flags.DEFINE_integer("steps", 3, "Timed steps after the stages.")
+STAGES = ("backend", "trainer", "state", "lowered", "compiled", "caches_cleared")
+_STOP_AFTER = flags.DEFINE_enum("stop_after", None, STAGES, "Leave right after this stage (for a heap profiler).")
+
+
+def main(argv) -> None:
+  del argv
+  stages = {"interpreter": round(STARTED_MIB)}
+
+  def reached(stage: str) -> None:
+    rss.reset_peak()
+    stages[stage] = round(rss.current_mib())
+    if stage == _STOP_AFTER.value:
+      print(json.dumps(stages), flush=True)
+      os._exit(0)  # pylint: disable=protected-access  (nothing freed: the heap profile shows this point)
+
+  config = common.with_mode(_CONFIG.value, _MODE.value)
+  mesh = partition.make_mesh(config.mesh.data, config.mesh.fsdp)
+  reached("backend")
+  with jax.set_mesh(mesh):
+    trainer = loop.Trainer(config, mesh)
+    reached("trainer")
+    state = trainer.create_state_for(config.seed, config.init)
+    reached("state")
+    batch = trainer.global_batch(common.random_batch(config, np.random.default_rng(0)))
+    lowered = trainer.functions.train_step.lower(state, batch, trainer.functions.extras)
+    reached("lowered")
+    compiled = lowered.compile()
+    del lowered
+    reached("compiled")
+    jax.clear_caches()
+    reached("caches_cleared")
+    steps = []
+    for _ in range(_STEPS.value + 1):  # the first step warms up
+      rss.reset_peak()
+      before = rss.current_mib()
+      state, metrics = compiled(state, batch, trainer.functions.extras)
+      jax.block_until_ready(metrics)
+      steps.append({"before": round(before), "peak": round(rss.peak_mib())})
+  print(json.dumps({"preset": config.model.preset, "mode": _MODE.value, "global_batch": config.train.global_batch_size,
+                    "malloc_huge_pages": huge_pages.active(), "rss_mib": stages, "steps": steps[1:]}), flush=True)
+
+
+if __name__ == "__main__":
+  huge_pages.reexec_with_huge_pages()
+  app.run(main)
