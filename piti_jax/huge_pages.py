@@ -2,7 +2,7 @@
 
 XLA:CPU allocates a program's temporaries when it runs and frees them when it returns. glibc
 serves blocks over 32 MiB with fresh `mmap`s and unmaps them on free, so every train step
-touches its temporaries for the first time again: about 94,000 page faults and 0.17
+touches its temporaries for the first time again: about 95,000 page faults and 0.18-0.19
 CPU-seconds of kernel time per bench_tiny stage-2 step (4 KiB pages, each zeroed by the
 kernel). With the tunable, glibc asks the kernel to back its memory with transparent huge
 pages (2 MiB), which cuts the faults to a few thousand and the step time by about a tenth on
