@@ -127,11 +127,6 @@ def forward_flops(trainer: Any, batch: dict[str, jax.Array]) -> float:
   return float(analysis.get("flops", float("nan")))
 
 
-def peak_rss_bytes() -> int:
-  """Peak resident set size of this process so far (Linux reports KiB)."""
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def median_ms(seconds: list[float]) -> float:
   return round(statistics.median(seconds) * 1e3, 2)
 

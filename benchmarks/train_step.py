@@ -61,7 +61,7 @@ def benchmark(config, mode: str | None, steps: int) -> dict:
       "step_cpu_s": round(statistics.median(bench.cpu_seconds), 3),
       "step_system_cpu_s": round(statistics.median(bench.system_seconds), 3),
       "step_page_faults": int(statistics.median(bench.page_faults)),
-      "compile_s": round(bench.compile_s, 1), "peak_rss_mib": round(common.peak_rss_bytes() / 2**20),
+      "compile_s": round(bench.compile_s, 1), "peak_rss_mib": round(rss.process_peak_mib()),
       "step_peak_rss_mib": round(step_peak), "import_rss_mib": round(IMPORT_RSS_MIB),
       "trained_params": count(bench.state.params), "frozen_params": count(bench.state.frozen),
       "optimizer_state_floats": count(bench.state.opt_state),

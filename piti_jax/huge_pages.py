@@ -51,22 +51,27 @@ def transparent_huge_pages_on(setting_file: str = THP_SETTING) -> bool:
   return "[always]" in setting or "[madvise]" in setting
 
 
+def _tunable_value(environ: Mapping[str, str]) -> str | None:
+  """The tunable's value in GLIBC_TUNABLES (colon-separated name=value pairs); None when not named there."""
+  for setting in environ.get("GLIBC_TUNABLES", "").split(":"):
+    name, _, value = setting.partition("=")
+    if name == TUNABLE:
+      return value
+  return None
+
+
 def tunables_with_huge_pages(environ: Mapping[str, str], glibc: tuple[int, int] | None,
                              huge_pages_on: bool) -> str | None:
   """The GLIBC_TUNABLES value that turns huge pages on, or None when there is nothing to change."""
-  current = environ.get("GLIBC_TUNABLES", "")
-  if glibc is None or glibc < MIN_GLIBC or not huge_pages_on or TUNABLE in current:
+  if glibc is None or glibc < MIN_GLIBC or not huge_pages_on or _tunable_value(environ) is not None:
     return None
+  current = environ.get("GLIBC_TUNABLES", "")
   return f"{current}:{TUNABLE}=1" if current else f"{TUNABLE}=1"
 
 
 def active(environ: Mapping[str, str] = os.environ) -> bool:
   """Whether this process was started with huge pages for malloc (the tunable set to a non-zero value)."""
-  for setting in environ.get("GLIBC_TUNABLES", "").split(":"):
-    name, _, value = setting.partition("=")
-    if name == TUNABLE:
-      return value not in ("", "0")
-  return False
+  return _tunable_value(environ) not in (None, "", "0")
 
 
 def reexec_with_huge_pages() -> None:
