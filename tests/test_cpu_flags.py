@@ -1,9 +1,9 @@
 """The project's XLA:CPU flags: set on import, the user's own value kept, convolutions still exact.
 
 `piti_jax.cpu_flags` moves convolutions and reductions off YNNPACK onto XLA's own CPU
-kernels, and on CPU a strided convolution's input gradient comes phase by phase
-(`piti_jax.models.strided_conv`); the gradients `layers.conv2d` gives are checked against
-float64 NumPy here.
+kernels, and on CPU a strided convolution's input gradient comes phase by phase and a
+small-batch stride-1 kernel gradient by row chunks (`piti_jax.models.conv_gradients`); the
+gradients `layers.conv2d` gives are checked against float64 NumPy here.
 """
 
 import os
@@ -17,8 +17,9 @@ from piti_jax import cpu_flags
 from piti_jax.models import layers
 
 CASES = [  # (kernel, stride, padding): UNet 3x3 and 1x1, encoder stem 7x7 and stride-2 3x3, PatchGAN 4x4;
-    # the strided ones (the phase input gradient of `strided_conv` on CPU) also with more padding, a kernel
-    # smaller than the stride (phases no tap reaches) and stride 3
+    # the strided ones (the phase input gradient on CPU) also with more padding, a kernel smaller than the
+    # stride (phases no tap reaches) and stride 3; at the tests' batch of 2 the stride-1 ones over 1x1 take
+    # the row-chunked kernel gradient, with an odd number of output rows for 3x3 and 7x7
     (3, 1, 1), (1, 1, 0), (7, 1, 3), (3, 2, 1), (4, 2, 1), (4, 1, 1), (4, 2, 2), (1, 2, 0), (3, 3, 0)]
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from flax import nnx
 
 from piti_jax.errors import PitiError
-from piti_jax.models import strided_conv
+from piti_jax.models import conv_gradients
 
 GROUP_NORM_GROUPS = 32
 NORM_EPS = 1e-5
@@ -171,14 +171,15 @@ def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, *, stride: i
   """NHWC convolution with HWIO `kernel`, symmetric zero `padding`, result in `dtype`.
 
   x: (B, H, W, C); kernel: (k, k, C, O); bias: (O,) or None (no bias). Returns (B, H', W', O).
-  When the default backend is a CPU (checked at trace time), a strided convolution takes its
-  input gradient phase by phase (`strided_conv`; same values, up to 2.8x faster on XLA:CPU).
+  When the default backend is a CPU (checked at trace time), the gradients take the forms
+  XLA:CPU runs fastest (`conv_gradients`: a strided input gradient phase by phase, a
+  small-batch kernel gradient by row chunks; the same values up to summation order).
   """
   x, kernel = x.astype(dtype), kernel.astype(dtype)
-  if stride > 1 and jax.default_backend() == "cpu":
-    y = strided_conv.conv_with_phase_input_gradient(x, kernel, stride, padding)
+  if jax.default_backend() == "cpu":
+    y = conv_gradients.conv_with_cpu_gradients(x, kernel, stride, padding)
   else:
-    y = strided_conv.conv(x, kernel, stride, padding)
+    y = conv_gradients.conv(x, kernel, stride, padding)
   return y if bias is None else y + bias.astype(dtype)
 
 

@@ -1,0 +1,105 @@
+"""XLA's convolution gradients against the forms `conv_gradients` computes on CPU, layer by layer.
+
+  python benchmarks/conv_gradients.py [--gradients=input,kernel] [--batch 4] [--repeats 9]
+
+`input`: the task encoder's stride-2 3x3 layers at a 256x256 condition (conv2..conv5: 32 -> 64
+channels at 256x256 down to 256 -> 512 at 32x32, batch --batch): the forward convolution, its
+input gradient as XLA derives it (a convolution of the cotangent dilated by 2), the same
+gradient from `conv_gradients.phase_input_gradient` and the kernel gradient.
+
+`kernel`: stride-1 layers of the models (the encoder stem, UNet 3x3 and 1x1 layers at the
+bench_tiny and bench_small widths) at batches 1, 2, 4 and 8: the kernel gradient as XLA
+derives it and from `conv_gradients.row_chunked_kernel_gradient` (what `layers.conv2d`
+uses on CPU below a batch of `ROW_CHUNK_BATCH`), and their achieved GFLOP/s.
+
+Each program is jitted on its own; one JSON line per layer with median ms of --repeats runs
+and the max relative difference between the two forms. Runs on the default JAX device.
+"""
+
+import functools
+import json
+
+import piti_jax  # noqa: F401  (sets the project's XLA:CPU flags before JAX starts)
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from piti_jax.models import conv_gradients
+
+import common
+
+_GRADIENTS = flags.DEFINE_list("gradients", ["input", "kernel"], "Tables: input (strided), kernel (stride 1).")
+_BATCH = flags.DEFINE_integer("batch", 4, "Images per batch of the strided (input) table.")
+_REPEATS = flags.DEFINE_integer("repeats", 9, "Timed runs per program (after one warm-up run).")
+
+STRIDED_LAYERS = [(256, 32, 64), (128, 64, 128), (64, 128, 256), (32, 256, 512)]  # (input side, in, out), 3x3/2
+STRIDE, PADDING = 2, 1
+# (input side, in, out, kernel): the encoder stem; UNet 3x3 at bench_tiny / bench_small widths; a 1x1 skip.
+STRIDE1_LAYERS = [(256, 3, 32, 7), (64, 32, 32, 3), (32, 64, 64, 3), (16, 64, 64, 3), (8, 64, 64, 3),
+                  (64, 64, 64, 3), (32, 128, 128, 3), (64, 96, 32, 1)]
+STRIDE1_BATCHES = (1, 2, 4, 8)
+
+
+def median_ms(function, *args) -> float:
+  """Median wall ms of --repeats calls of the jitted function, after one warm-up call."""
+  call = functools.partial(function, *args)
+  jax.block_until_ready(call())
+  return common.median_ms(common.timed(call, _REPEATS.value))
+
+
+def max_relative_difference(a: jax.Array, b: jax.Array) -> float:
+  return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
+
+
+def strided_rows(rng: np.random.Generator):
+  for side, channels, out_channels in STRIDED_LAYERS:
+    x = jnp.asarray(rng.standard_normal((_BATCH.value, side, side, channels), np.float32))
+    kernel = jnp.asarray(rng.standard_normal((3, 3, channels, out_channels), np.float32) / np.sqrt(9 * channels))
+    cotangent = jnp.asarray(rng.standard_normal((_BATCH.value, side // 2, side // 2, out_channels), np.float32))
+    conv = functools.partial(conv_gradients.conv, stride=STRIDE, padding=PADDING)
+    forward = jax.jit(conv)
+    xla_input_grad = jax.jit(lambda x, k, g: jax.vjp(lambda x: conv(x, k), x)[1](g)[0])
+    phase_input_grad = jax.jit(
+        lambda x, k, g: conv_gradients.phase_input_gradient(g, k, x.shape, STRIDE, PADDING))
+    kernel_grad = jax.jit(lambda x, k, g: jax.vjp(lambda k: conv(x, k), k)[1](g)[0])
+    yield {"layer": f"{_BATCH.value}x{side}x{side}x{channels} -> {out_channels}, 3x3 stride 2",
+           "forward_ms": median_ms(forward, x, kernel),
+           "input_grad_xla_ms": median_ms(xla_input_grad, x, kernel, cotangent),
+           "input_grad_phases_ms": median_ms(phase_input_grad, x, kernel, cotangent),
+           "kernel_grad_ms": median_ms(kernel_grad, x, kernel, cotangent),
+           "max_rel_difference": max_relative_difference(phase_input_grad(x, kernel, cotangent),
+                                                         xla_input_grad(x, kernel, cotangent))}
+
+
+def stride1_rows(rng: np.random.Generator):
+  for side, channels, out_channels, size in STRIDE1_LAYERS:
+    padding = size // 2
+    for batch in STRIDE1_BATCHES:
+      x = jnp.asarray(rng.standard_normal((batch, side, side, channels), np.float32))
+      kernel = jnp.asarray(rng.standard_normal((size, size, channels, out_channels), np.float32))
+      cotangent = jnp.asarray(rng.standard_normal((batch, side, side, out_channels), np.float32))
+      xla = jax.jit(lambda x, k, g: jax.vjp(lambda k: conv_gradients.conv(x, k, 1, padding), k)[1](g)[0])
+      chunked = jax.jit(lambda x, k, g: conv_gradients.row_chunked_kernel_gradient(
+          x, g, size, padding, conv_gradients.ROW_CHUNKS))
+      gflop = 2 * batch * side * side * size * size * channels * out_channels / 1e9
+      xla_ms, chunked_ms = median_ms(xla, x, kernel, cotangent), median_ms(chunked, x, kernel, cotangent)
+      yield {"layer": f"{batch}x{side}x{side}x{channels} -> {out_channels}, {size}x{size} stride 1",
+             "kernel_grad_xla_ms": xla_ms, "kernel_grad_row_chunks_ms": chunked_ms,
+             "xla_gflops_per_s": round(gflop / xla_ms * 1e3, 1),
+             "row_chunks_gflops_per_s": round(gflop / chunked_ms * 1e3, 1),
+             "max_rel_difference": max_relative_difference(chunked(x, kernel, cotangent),
+                                                           xla(x, kernel, cotangent))}
+
+
+def main(argv) -> None:
+  del argv
+  rng = np.random.default_rng(0)
+  tables = {"input": strided_rows, "kernel": stride1_rows}
+  for name in _GRADIENTS.value:
+    for row in tables[name](rng):
+      print(json.dumps({"table": name, "device": jax.devices()[0].device_kind, **row}), flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
