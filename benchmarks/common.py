@@ -59,6 +59,21 @@ def with_mode(config: ml_collections.ConfigDict, mode: str | None) -> ml_collect
   return config
 
 
+@dataclasses.dataclass(frozen=True)
+class StepCost:
+  """One timed train step.
+
+  wall_s: wall seconds. cpu_s: the process's CPU seconds over all threads (on a machine shared
+  with other jobs they show the work done, which wall time does not). system_s: the kernel's
+  part of cpu_s. page_faults: minor page faults (first touches of memory the process got from
+  the OS).
+  """
+  wall_s: float
+  cpu_s: float
+  system_s: float
+  page_faults: int
+
+
 @dataclasses.dataclass
 class StepBench:
   """A compiled train step with its state and batch, ready to time."""
@@ -70,45 +85,48 @@ class StepBench:
   compiled: Any
   compile_s: float
 
-  cpu_seconds: list[float] = dataclasses.field(default_factory=list)
-  system_seconds: list[float] = dataclasses.field(default_factory=list)
-  page_faults: list[int] = dataclasses.field(default_factory=list)
-
-  def run(self, steps: int) -> list[float]:
-    """Runs `steps` steps (state donated and carried); wall seconds of each.
-
-    Per step, the process's CPU seconds (all threads) go to `cpu_seconds`: on a machine
-    shared with other jobs they show the work done, which wall time does not. Of those, the
-    kernel's share goes to `system_seconds`, and the minor page faults (first touches of
-    memory the process got from the OS) to `page_faults`.
-    """
-    times = []
+  def run(self, steps: int) -> list[StepCost]:
+    """Runs `steps` steps (state donated and carried); what each one took."""
+    costs = []
     with jax.set_mesh(self.mesh):
       for _ in range(steps):
         usage, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         self.state, metrics = self.compiled(self.state, self.batch, self.trainer.functions.extras)
         jax.block_until_ready(metrics)
-        times.append(time.perf_counter() - start)
+        wall = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_SELF)
-        self.cpu_seconds.append(after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime)
-        self.system_seconds.append(after.ru_stime - usage.ru_stime)
-        self.page_faults.append(after.ru_minflt - usage.ru_minflt)
-    return times
+        costs.append(StepCost(wall_s=wall, cpu_s=after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime,
+                              system_s=after.ru_stime - usage.ru_stime,
+                              page_faults=after.ru_minflt - usage.ru_minflt))
+    return costs
 
 
-def build_step(config: ml_collections.ConfigDict, mode: str | None = None, seed: int = 0) -> StepBench:
-  """Compiles the train step of `config` (in `mode`) and runs one warm-up step."""
+def build_step(config: ml_collections.ConfigDict, mode: str | None = None, seed: int = 0, *, warm_up: bool = True,
+               on_stage: Callable[[str], None] = lambda stage: None) -> StepBench:
+  """Compiles the train step of `config` (in `mode`) and, with `warm_up`, runs one step.
+
+  `on_stage` is called after each stage of the build: "backend" (the mesh made), "trainer",
+  "state" (the initial state), "lowered", "compiled".
+  """
   config = with_mode(config, mode)
   mesh = partition.make_mesh(config.mesh.data, config.mesh.fsdp)
+  on_stage("backend")
   with jax.set_mesh(mesh):
     trainer = loop.Trainer(config, mesh)
+    on_stage("trainer")
     state = trainer.create_state_for(config.seed, config.init)
+    on_stage("state")
     batch = trainer.global_batch(random_batch(config, np.random.default_rng(seed)))
     start = time.perf_counter()
-    compiled = trainer.functions.train_step.lower(state, batch, trainer.functions.extras).compile()
+    lowered = trainer.functions.train_step.lower(state, batch, trainer.functions.extras)
+    on_stage("lowered")
+    compiled = lowered.compile()
     compile_s = time.perf_counter() - start
+    del lowered
+    on_stage("compiled")
     bench = StepBench(config, mesh, trainer, state, batch, compiled, compile_s)
-  bench.run(1)
+  if warm_up:
+    bench.run(1)
   return bench
 
 

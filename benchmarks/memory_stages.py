@@ -3,7 +3,7 @@
   python benchmarks/memory_stages.py --config=configs/bench.py:tiny --config.train.global_batch_size=4 --mode=stage2
   heaptrack python benchmarks/memory_stages.py ... --stop_after=compiled   # what is live at that point
 
-Builds the train step the way the loop does (benchmarks/common.py) and prints one JSON line
+Builds the train step the way the step benchmarks do (`common.build_step`) and prints one JSON line
 with the RSS in MiB after each stage, each read after `rss.reset_peak()` (glibc
 `malloc_trim`, so freed heap pages do not count): the imports with the JAX backend started,
 the Trainer, the initial state (its init programs compiled and run), the lowered step, the
@@ -23,13 +23,11 @@ import rss
 STARTED_MIB = rss.current_mib()
 
 import jax  # noqa: E402  (the RSS above is the interpreter's alone)
-import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 import common  # noqa: E402
 from piti_jax import huge_pages  # noqa: E402
-from piti_jax.train import loop, partition  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/bench.py:tiny", "Job config.")
 _MODE = flags.DEFINE_string("mode", None, "stage1 / stage2 / pretrain (default: the config's trainable set).")
@@ -49,29 +47,16 @@ def main(argv) -> None:
       print(json.dumps(stages), flush=True)
       os._exit(0)  # pylint: disable=protected-access  (nothing freed: the heap profile shows this point)
 
-  config = common.with_mode(_CONFIG.value, _MODE.value)
-  mesh = partition.make_mesh(config.mesh.data, config.mesh.fsdp)
-  reached("backend")
-  with jax.set_mesh(mesh):
-    trainer = loop.Trainer(config, mesh)
-    reached("trainer")
-    state = trainer.create_state_for(config.seed, config.init)
-    reached("state")
-    batch = trainer.global_batch(common.random_batch(config, np.random.default_rng(0)))
-    lowered = trainer.functions.train_step.lower(state, batch, trainer.functions.extras)
-    reached("lowered")
-    compiled = lowered.compile()
-    del lowered
-    reached("compiled")
-    jax.clear_caches()
-    reached("caches_cleared")
-    steps = []
-    for _ in range(_STEPS.value + 1):  # the first step warms up
-      rss.reset_peak()
-      before = rss.current_mib()
-      state, metrics = compiled(state, batch, trainer.functions.extras)
-      jax.block_until_ready(metrics)
-      steps.append({"before": round(before), "peak": round(rss.peak_mib())})
+  bench = common.build_step(_CONFIG.value, _MODE.value, warm_up=False, on_stage=reached)
+  jax.clear_caches()
+  reached("caches_cleared")
+  steps = []
+  for _ in range(_STEPS.value + 1):  # the first step warms up
+    rss.reset_peak()
+    before = rss.current_mib()
+    bench.run(1)
+    steps.append({"before": round(before), "peak": round(rss.peak_mib())})
+  config = bench.config
   print(json.dumps({"preset": config.model.preset, "mode": _MODE.value, "global_batch": config.train.global_batch_size,
                     "malloc_huge_pages": huge_pages.active(), "rss_mib": stages, "steps": steps[1:]}), flush=True)
 

@@ -201,7 +201,7 @@ def profile(config, mode: str | None, steps: int, top: int, hlo_out: str) -> dic
   chains = parse_stack_frames(hlo)
   with tempfile.TemporaryDirectory() as trace_dir:
     jax.profiler.start_trace(trace_dir)
-    times = bench.run(steps)
+    times = [cost.wall_s for cost in bench.run(steps)]
     jax.profiler.stop_trace()
     totals = op_times(trace_dir)
   by_kind, by_source, by_block, by_direction = (collections.defaultdict(float) for _ in range(4))

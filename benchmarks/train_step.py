@@ -44,11 +44,12 @@ _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps per mode (after one warm-
 def benchmark(config, mode: str | None, steps: int) -> dict:
   bench = common.build_step(config, mode)
   rss.reset_peak()
-  times = bench.run(steps)
+  costs = bench.run(steps)
   step_peak = rss.peak_mib()
+  times = [cost.wall_s for cost in costs]
   peak = accounting.measured_matmul_peak() if jax.devices()[0].platform == "cpu" else None
   batch = bench.config.train.global_batch_size
-  seconds = sorted(times)[len(times) // 2]
+  seconds = statistics.median(times)
   model_flops = 3.0 * common.forward_flops(bench.trainer, bench.batch)
   count = lambda tree: int(sum(x.size for x in jax.tree.leaves(tree)))
   return {
@@ -58,9 +59,9 @@ def benchmark(config, mode: str | None, steps: int) -> dict:
       "step_spread": common.spread(times), "images_per_s": round(batch / seconds, 2),
       **accounting.rate_fields(model_flops=model_flops, xla_flops=accounting.compiled_flops(bench.compiled),
                                seconds=seconds, items=batch, matmul_peak=peak),
-      "step_cpu_s": round(statistics.median(bench.cpu_seconds), 3),
-      "step_system_cpu_s": round(statistics.median(bench.system_seconds), 3),
-      "step_page_faults": int(statistics.median(bench.page_faults)),
+      "step_cpu_s": round(statistics.median(cost.cpu_s for cost in costs), 3),
+      "step_system_cpu_s": round(statistics.median(cost.system_s for cost in costs), 3),
+      "step_page_faults": int(statistics.median(cost.page_faults for cost in costs)),
       "compile_s": round(bench.compile_s, 1), "peak_rss_mib": round(rss.process_peak_mib()),
       "step_peak_rss_mib": round(step_peak), "import_rss_mib": round(IMPORT_RSS_MIB),
       "trained_params": count(bench.state.params), "frozen_params": count(bench.state.frozen),

@@ -306,7 +306,7 @@ def run_project(row: dict, steps: int, sample_steps: int) -> dict:
     job.train.global_batch_size = batch
     bench = common.build_step(job, row["mode"])
     rss.reset_peak()
-    times = bench.run(steps)
+    times = [cost.wall_s for cost in bench.run(steps)]
     step_peak = rss.peak_mib()
     xla_flops = accounting.compiled_flops(bench.compiled)
     forward = _forward_flops(config, batch, encoder_only=False)
