@@ -18,7 +18,7 @@ dilated convolution that does not involve an inserted zero is computed once.
 **Kernel gradient of a stride-1 convolution at a small batch, by row chunks.** XLA expresses
 it as one convolution whose window is the whole cotangent map and whose contracted feature
 depth is the batch; below a batch of 8 XLA:CPU runs it at a fraction of its rate at batch 8
-(e.g. 19 GFLOP/s at batch 1 on 64x64x32 -> 32 maps). Cutting the output rows into two
+(e.g. 17-18 GFLOP/s at batch 1 on 64x64x32 -> 32 maps, 85-90 at batch 8). Cutting the output rows into two
 chunks, each with its k - 1 halo rows of the padded input, and stacking the chunks along the
 batch gives the same sum with twice the depth and half the window. Strided convolutions, 1x1
 kernels and batches of 8 or more keep XLA's kernel gradient (chunks were slower there).
@@ -40,7 +40,7 @@ def conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Arra
                                   dimension_numbers=DIMENSION_NUMBERS)
 
 
-# Below this batch, the kernel gradient of a stride-1 convolution with a kernel over 1x1 comes in ROW_CHUNKS row chunks.
+# Below this batch, a stride-1 convolution's kernel gradient (kernels over 1x1) comes in ROW_CHUNKS row chunks.
 ROW_CHUNK_BATCH = 8
 ROW_CHUNKS = 2
 
