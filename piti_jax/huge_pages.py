@@ -76,8 +76,6 @@ def active(environ: Mapping[str, str] = os.environ) -> bool:
 
 def reexec_with_huge_pages() -> None:
   """Restarts this process with huge pages for malloc when they are available and not yet on; else returns."""
-  if not sys.platform.startswith("linux"):
-    return
   tunables = tunables_with_huge_pages(os.environ, glibc_version(), transparent_huge_pages_on())
   if tunables is None:
     return

@@ -60,37 +60,49 @@ def _backward(stride, padding, residuals, output_grad):
   if stride > 1:
     input_grad = phase_input_gradient(output_grad, kernel, x.shape, stride, padding)
   else:
-    input_grad = jax.vjp(lambda x: conv(x, kernel, stride, padding), x)[1](output_grad)[0]
+    input_grad = xla_input_gradient(x, kernel, output_grad, stride, padding)
   if stride == 1 and kernel.shape[0] > 1 and x.shape[0] < ROW_CHUNK_BATCH and output_grad.shape[1] >= ROW_CHUNKS:
-    kernel_grad = row_chunked_kernel_gradient(x, output_grad, kernel.shape[0], padding, ROW_CHUNKS)
+    kernel_grad = row_chunked_kernel_gradient(x, kernel, output_grad, padding, ROW_CHUNKS)
   else:
-    kernel_grad = jax.vjp(lambda k: conv(x, k, stride, padding), kernel)[1](output_grad)[0]
+    kernel_grad = xla_kernel_gradient(x, kernel, output_grad, stride, padding)
   return input_grad, kernel_grad
 
 
 conv_with_cpu_gradients.defvjp(_forward, _backward)
 
 
-def row_chunked_kernel_gradient(x: jax.Array, output_grad: jax.Array, kernel_size: int, padding: int,
+def xla_input_gradient(x: jax.Array, kernel: jax.Array, output_grad: jax.Array, stride: int,
+                       padding: int) -> jax.Array:
+  """XLA's own input gradient of `conv(x, kernel, stride, padding)`: (B, H, W, C) in x's dtype."""
+  return jax.vjp(lambda x: conv(x, kernel, stride, padding), x)[1](output_grad)[0]
+
+
+def xla_kernel_gradient(x: jax.Array, kernel: jax.Array, output_grad: jax.Array, stride: int,
+                        padding: int) -> jax.Array:
+  """XLA's own kernel gradient of `conv(x, kernel, stride, padding)`: (k, k, C, O) in kernel's dtype."""
+  return jax.vjp(lambda kernel: conv(x, kernel, stride, padding), kernel)[1](output_grad)[0]
+
+
+def row_chunked_kernel_gradient(x: jax.Array, kernel: jax.Array, output_grad: jax.Array, padding: int,
                                 chunks: int) -> jax.Array:
   """Kernel gradient of the stride-1 `conv(x, kernel, 1, padding)`, with the output rows in `chunks` chunks.
 
-  x: (B, H, W, C); output_grad: (B, H', W', O). Chunk i holds output rows [i R, (i + 1) R),
-  R = ceil(H' / chunks), and the padded input rows [i R, i R + R + k - 1) they read; rows past
-  the end are zeros on both sides, so they add nothing. Returns (k, k, C, O) in x's dtype.
+  x: (B, H, W, C); kernel: (k, k, C, O) (its shape is what is used); output_grad: (B, H', W', O).
+  Chunk i holds output rows [i R, (i + 1) R), R = ceil(H' / chunks), and the padded input rows
+  [i R, i R + R + k - 1) they read; rows past the end are zeros on both sides, so they add
+  nothing. Returns (k, k, C, O) in kernel's dtype.
   """
   batch, _, width, channels = x.shape
   out_rows = output_grad.shape[1]
   rows = -(-out_rows // chunks)
   spare = rows * chunks - out_rows
   padded = jnp.pad(x, ((0, 0), (padding, padding + spare), (padding, padding), (0, 0)))
-  span = rows + kernel_size - 1
+  span = rows + kernel.shape[0] - 1
   pieces = jnp.stack([padded[:, i * rows:i * rows + span] for i in range(chunks)], axis=1)
   pieces = pieces.reshape(batch * chunks, span, width + 2 * padding, channels)
   grads = jnp.pad(output_grad, ((0, 0), (0, spare), (0, 0), (0, 0)))
   grads = grads.reshape(batch * chunks, rows, *output_grad.shape[2:])
-  kernel = jnp.zeros((kernel_size, kernel_size, channels, output_grad.shape[-1]), x.dtype)
-  return jax.vjp(lambda k: conv(pieces, k, 1, 0), kernel)[1](grads)[0]
+  return xla_kernel_gradient(pieces, kernel, grads, 1, 0)
 
 
 def _phase_taps(phase: int, size: int, kernel_size: int, stride: int, padding: int, out_size: int):
