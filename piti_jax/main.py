@@ -2,7 +2,8 @@
 
 Reads an ml_collections config (dotted overrides such as `--config.train.batch_size=8`
 work), initialises `jax.distributed` when several processes take part, and hands the
-config to the runner registered for `config.mode`.
+config to the runner registered for `config.mode`, with compiled programs kept in
+<workdir>/compilation_cache for the next run in the same workdir (piti_jax/compilation_cache.py).
 """
 
 import importlib
@@ -105,6 +106,10 @@ def main(argv) -> None:
   runner = get_runner(config.mode)
   initialize_distributed()
   import jax
+
+  from piti_jax import compilation_cache
+
+  compilation_cache.enable(_WORKDIR.value)
 
   logging.info("JAX process %d/%d, %d local / %d global devices", jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())

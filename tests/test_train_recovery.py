@@ -5,11 +5,14 @@ One uninterrupted run (A) is killed while a checkpoint is being written. The nex
 same workdir removes the interrupted save, resumes from the newest complete checkpoint, and, with
 a learning rate that makes its second step non-finite, stops without that step becoming a checkpoint.
 A third run (C), after B's newest checkpoint has had an array file cut in half, warns with the step
-and the file and resumes from the checkpoint before it.
+and the file and resumes from the checkpoint before it. The runs keep their compiled programs in the
+workdir (`python -m piti_jax.main`'s default); A starts from a copy of the session's compile cache (so
+its train step is usually not compiled again), and C, which runs A's step, loads it from there.
 """
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +27,7 @@ from tests.train_helpers import REPO, read_until_step, subprocess_env
 RESUME_LINE = re.compile(r"resuming \S+ from step (\d+)")
 DAMAGED_LINE = re.compile(r"checkpoint step (\d+) is damaged")
 TMP = ".orbax-checkpoint-tmp"
+CACHE_HIT_LINE = "compilation cache: loaded a compiled program instead of compiling it"
 
 
 def _command(workdir, data_dir, *overrides):
@@ -41,7 +45,9 @@ def _steps(directory):
 def test_kill_during_a_save_then_resume_and_nan_is_never_saved(tmp_path, compile_cache):
   workdir, data_dir = tmp_path / "run", tmp_path / "tfds"
   checkpoints = workdir / "checkpoints"
-  env = subprocess_env(8, compile_cache)
+  cache = workdir / "compilation_cache"
+  shutil.copytree(compile_cache, cache)
+  env = subprocess_env(8, None)
   command = _command(workdir, data_dir, "--config.train.num_steps=100000")
   first = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE,  # pylint: disable=R1732
                            stdout=subprocess.DEVNULL, text=True)
@@ -89,6 +95,7 @@ def test_kill_during_a_save_then_resume_and_nan_is_never_saved(tmp_path, compile
                          env=env, capture_output=True, text=True, timeout=600, check=False)
   log = third.stderr
   assert third.returncode == 0, log[-3000:]
+  assert CACHE_HIT_LINE in log and any(name.startswith("jit_train_step-") for name in os.listdir(cache)), log[-3000:]
   warnings = [line for line in log.splitlines() if DAMAGED_LINE.search(line)]
   assert len(warnings) == 1 and f"step {saved[-1]} is damaged" in warnings[0], log[-3000:]
   assert os.path.basename(damaged) in warnings[0], warnings[0]

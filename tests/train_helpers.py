@@ -35,15 +35,20 @@ def shapes_config(job: str, data_dir: str, **train):
   return config
 
 
-def subprocess_env(devices: int, compile_cache: str) -> dict[str, str]:
-  """Environment of a JAX subprocess with `devices` fake CPU devices and the shared persistent compile cache.
+def subprocess_env(devices: int, compile_cache: str | None) -> dict[str, str]:
+  """Environment of a JAX subprocess with `devices` fake CPU devices and a persistent compile cache.
 
-  Subprocesses that compile the same step (the shapes pretrain job on 8 devices) then compile it once per
-  test session (measured here: a 2-step run took 84 s with an empty cache, 25 s with a filled one).
+  With the session's shared cache (`compile_cache`), subprocesses that compile the same step (the shapes
+  pretrain job on 8 devices) compile it once per test session (measured here: a 2-step run took 84 s with
+  an empty cache, 25 s with a filled one). None: `python -m piti_jax.main`'s own default,
+  <workdir>/compilation_cache. Either way every program is written, however short its compile.
   """
-  return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-              JAX_COMPILATION_CACHE_DIR=compile_cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)
+  if compile_cache is not None:
+    env["JAX_COMPILATION_CACHE_DIR"] = compile_cache
+  return env
 
 
 def run_on_tmpfs(mount: str, options: str, command: list[str], **run_kwargs) -> subprocess.CompletedProcess:
