@@ -3,9 +3,9 @@
 `python -m piti_jax.main` calls `enable(workdir)` before its job starts. A job run again in the
 same workdir (resumed after a preemption or a crash, continued, or re-run) then loads its train
 step, samplers and evaluation programs from `<workdir>/compilation_cache` instead of compiling
-them again. It also keeps the compiler's working memory out of the process: on a 2-core CPU the
-bench_tiny stage-2 step took 32 s to compile and peaked at 1463 MiB; loaded from the cache, 7 s
-and 1297-1301 MiB (docs/performance.md, section 15).
+them again, which also keeps the compiler's memory out of the process (on a 2-core CPU, a 3-step
+resume of the shapes prior: 11.2-11.4 s and 1111-1115 MiB at its peak, against 22.6-25.5 s and
+1614-1682 MiB with every program compiled; benchmarks/resume.py, docs/performance.md section 15).
 
 JAX's own settings come first: `JAX_COMPILATION_CACHE_DIR` puts the cache elsewhere (e.g. one
 directory for several jobs), `JAX_ENABLE_COMPILATION_CACHE=false` turns it off, and only programs
