@@ -13,8 +13,8 @@ that took at least `JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS` (default 1 s) to
 written. An entry's key covers the program, the compile options and XLA flags, the devices and
 the jax / jaxlib versions, so a changed config, mesh or install compiles afresh. On a GPU it also
 holds the cache directory's path (JAX keeps its autotuning results under it), so a moved workdir
-compiles afresh there; on a CPU the project turns that cache off and keys do not depend on the
-path. Only process 0
+compiles afresh there; on CPUs and TPUs the project turns that GPU cache off and keys do not
+depend on the path. Only process 0
 writes entries (JAX's rule) and every process reads them, so on a pod a workdir on storage all
 hosts share (gs://) gives every host the programs. A failed read or write is a warning, and the
 program is then compiled.
@@ -47,8 +47,8 @@ def enable(workdir: storage.PathLike) -> str | None:
     return None
   if not jax.config.jax_compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", str(storage.path(workdir) / CACHE_DIRECTORY))
-  if jax.default_backend() == "cpu":  # JAX's GPU autotuning cache lives under the cache dir and puts its path
-    jax.config.update("jax_persistent_cache_enable_xla_caches", "none")  # in every key; a CPU has no use for it
+  if jax.default_backend() != "gpu":  # JAX's GPU autotuning cache lives under the cache dir and puts its path
+    jax.config.update("jax_persistent_cache_enable_xla_caches", "none")  # in every key; only GPUs use it
   jax.monitoring.register_event_duration_secs_listener(_log_cache_hit)
   logging.info("compilation cache: %s", jax.config.jax_compilation_cache_dir)
   return jax.config.jax_compilation_cache_dir
