@@ -44,9 +44,9 @@ def run_job(workdir: str, data_dir: str, num_steps: int, env: dict[str, str]) ->
   start = time.perf_counter()
   with tempfile.TemporaryFile("w+") as log:
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
-    _, status, usage = os.wait4(process.pid, 0)
+    _, status, usage = os.wait4(process.pid, 0)  # Popen.wait would not return the child's own rusage
     wall = time.perf_counter() - start
-    process.returncode = os.waitstatus_to_exitcode(status)
+    process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: tell Popen
     log.seek(0)
     text = log.read()
   if process.returncode != 0:

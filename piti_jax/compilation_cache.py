@@ -14,10 +14,9 @@ written. An entry's key covers the program, the compile options and XLA flags, t
 the jax / jaxlib versions, so a changed config, mesh or install compiles afresh. On a GPU it also
 holds the cache directory's path (JAX keeps its autotuning results under it), so a moved workdir
 compiles afresh there; on CPUs and TPUs the project turns that GPU cache off and keys do not
-depend on the path. Only process 0
-writes entries (JAX's rule) and every process reads them, so on a pod a workdir on storage all
-hosts share (gs://) gives every host the programs. A failed read or write is a warning, and the
-program is then compiled.
+depend on the path. Only process 0 writes entries (JAX's rule) and every process reads them, so
+on a pod a workdir on storage all hosts share (gs://) gives every host the programs. A failed read
+or write is a warning, and the program is then compiled.
 """
 
 import jax
@@ -36,19 +35,17 @@ def _log_cache_hit(event: str, seconds: float, **unused_kwargs) -> None:
                  max(seconds, 0.0))
 
 
-def enable(workdir: storage.PathLike) -> str | None:
+def enable(workdir: storage.PathLike) -> None:
   """Turns the cache on in `<workdir>/compilation_cache` unless JAX's settings place it or turn it off.
 
   Must run before the job compiles anything (JAX decides once per process whether it caches).
-  Returns the cache directory in use, or None when the cache is off.
   """
   if not jax.config.jax_enable_compilation_cache:
     logging.info("compilation cache: off (JAX_ENABLE_COMPILATION_CACHE)")
-    return None
+    return
   if not jax.config.jax_compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", str(storage.path(workdir) / CACHE_DIRECTORY))
   if jax.default_backend() != "gpu":  # JAX's GPU autotuning cache lives under the cache dir and puts its path
     jax.config.update("jax_persistent_cache_enable_xla_caches", "none")  # in every key; only GPUs use it
   jax.monitoring.register_event_duration_secs_listener(_log_cache_hit)
   logging.info("compilation cache: %s", jax.config.jax_compilation_cache_dir)
-  return jax.config.jax_compilation_cache_dir
