@@ -26,8 +26,8 @@ import time
 
 from absl import app, flags
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CACHE_HIT_LINE = "compilation cache: loaded a compiled program"
+import common
+from piti_jax.compilation_cache import LOADED_MESSAGE
 
 _CONFIG = flags.DEFINE_string("config", "configs/shapes.py:pretrain", "Job config (configs/<job>.py:<job>).")
 _STEPS = flags.DEFINE_integer("steps", 3, "Steps of the first run, and steps each resumed run adds.")
@@ -43,7 +43,7 @@ def run_job(workdir: str, data_dir: str, num_steps: int, env: dict[str, str]) ->
              *([f"--config.data.data_dir={data_dir}"] if data_dir else []), *_FLAGS.value]
   start = time.perf_counter()
   with tempfile.TemporaryFile("w+") as log:
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
+    process = subprocess.Popen(command, cwd=common.REPO, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
     _, status, usage = os.wait4(process.pid, 0)  # Popen.wait would not return the child's own rusage
     wall = time.perf_counter() - start
     process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: tell Popen
@@ -52,7 +52,7 @@ def run_job(workdir: str, data_dir: str, num_steps: int, env: dict[str, str]) ->
   if process.returncode != 0:
     raise SystemExit(f"{' '.join(command)} exited with {process.returncode}:\n{text[-3000:]}")
   return {"wall_s": round(wall, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024),
-          "programs_loaded": text.count(CACHE_HIT_LINE)}
+          "programs_loaded": text.count(LOADED_MESSAGE)}
 
 
 def main(argv) -> None:

@@ -25,14 +25,14 @@ from absl import logging
 from piti_jax import storage
 
 CACHE_DIRECTORY = "compilation_cache"  # under the workdir
+LOADED_MESSAGE = "compilation cache: loaded a compiled program instead of compiling it"  # logged per program
 _TIME_SAVED_EVENT = "/jax/compilation_cache/compile_time_saved_sec"
 
 
 def _log_cache_hit(event: str, seconds: float, **unused_kwargs) -> None:
   """A JAX monitoring listener: one log line per program loaded from the cache."""
   if event == _TIME_SAVED_EVENT:
-    logging.info("compilation cache: loaded a compiled program instead of compiling it (%.0f s saved)",
-                 max(seconds, 0.0))
+    logging.info("%s (%.0f s saved)", LOADED_MESSAGE, max(seconds, 0.0))
 
 
 def enable(workdir: storage.PathLike) -> None:

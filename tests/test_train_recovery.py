@@ -21,13 +21,13 @@ import time
 import jax
 import numpy as np
 
+from piti_jax.compilation_cache import LOADED_MESSAGE
 from piti_jax.train import checkpoint
 from tests.train_helpers import REPO, read_until_step, subprocess_env
 
 RESUME_LINE = re.compile(r"resuming \S+ from step (\d+)")
 DAMAGED_LINE = re.compile(r"checkpoint step (\d+) is damaged")
 TMP = ".orbax-checkpoint-tmp"
-CACHE_HIT_LINE = "compilation cache: loaded a compiled program instead of compiling it"
 
 
 def _command(workdir, data_dir, *overrides):
@@ -95,7 +95,7 @@ def test_kill_during_a_save_then_resume_and_nan_is_never_saved(tmp_path, compile
                          env=env, capture_output=True, text=True, timeout=600, check=False)
   log = third.stderr
   assert third.returncode == 0, log[-3000:]
-  assert CACHE_HIT_LINE in log and any(name.startswith("jit_train_step-") for name in os.listdir(cache)), log[-3000:]
+  assert LOADED_MESSAGE in log and any(name.startswith("jit_train_step-") for name in os.listdir(cache)), log[-3000:]
   warnings = [line for line in log.splitlines() if DAMAGED_LINE.search(line)]
   assert len(warnings) == 1 and f"step {saved[-1]} is damaged" in warnings[0], log[-3000:]
   assert os.path.basename(damaged) in warnings[0], warnings[0]
