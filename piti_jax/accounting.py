@@ -1,7 +1,8 @@
 """FLOP and memory accounting of compiled programs, and the peaks they are compared with.
 
-- `compiled_flops(compiled)`: FLOPs XLA counts in a compiled program (its cost analysis).
-  XLA counts a loop body once, so a sampler's `fori_loop` is undercounted.
+- `compiled_flops(compiled)`: FLOPs XLA counts in a compiled program (its cost analysis), summed
+  over the devices it runs on. XLA counts a loop body once, so a sampler's `fori_loop` is
+  undercounted.
 - `memory_breakdown(compiled)`: per-device bytes of arguments, outputs, temporaries and
   donated (aliased) buffers, from the compiled program's memory analysis.
 - `measured_matmul_peak()`: FLOP/s of a large float32 matmul as JAX runs it on the default
@@ -33,11 +34,17 @@ BF16_PEAKS = {
 
 
 def compiled_flops(compiled: Any) -> float:
-  """FLOPs of one execution of a compiled program, as XLA's cost analysis counts them (all devices)."""
+  """FLOPs of one execution of a compiled program on all its devices.
+
+  XLA's cost analysis of an SPMD-partitioned program counts one device's partition, so it is
+  multiplied by the number of devices the program's inputs live on.
+  """
   analysis = compiled.cost_analysis()
   if isinstance(analysis, (list, tuple)):
     analysis = analysis[0]
-  return float((analysis or {}).get("flops", float("nan")))
+  shardings = jax.tree.leaves(compiled.input_shardings)
+  devices = max((len(sharding.device_set) for sharding in shardings), default=1)
+  return devices * float((analysis or {}).get("flops", float("nan")))
 
 
 def memory_breakdown(compiled: Any) -> dict[str, int]:
