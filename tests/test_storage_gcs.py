@@ -9,6 +9,7 @@ included.
 import json
 import os
 import subprocess
+import sys
 import time
 import urllib.request
 
@@ -152,3 +153,34 @@ def test_text_pairs_prepared_from_a_gcs_manual_dir_equal_those_from_local_files(
 
   with pytest.raises(PitiError, match=f"missing {remote}/train.tsv"):
     prepare_dataset(_config("text_pairs", tmp_path / "tfds_gcs", remote, task="text", text_format="tsv"))
+
+
+_CACHED_PROGRAM = """
+import sys
+import jax
+import jax.numpy as jnp
+from absl import logging
+from piti_jax import compilation_cache
+logging.set_verbosity(logging.INFO)
+compilation_cache.enable(sys.argv[1])
+print(float(jax.jit(lambda x: jnp.tanh(x @ x.T).sum())(jnp.ones((8, 8)))))
+"""
+
+
+def test_compilation_cache_in_a_gcs_workdir_is_written_once_and_loaded_by_the_next_process(gcs):
+  from etils import epath  # pylint: disable=import-outside-toplevel
+
+  from piti_jax import compilation_cache  # pylint: disable=import-outside-toplevel
+  from tests.train_helpers import subprocess_env  # pylint: disable=import-outside-toplevel
+
+  workdir = f"{gcs}/runs/cached"
+  env = subprocess_env(devices=1, compile_cache=None)
+  runs = [subprocess.run([sys.executable, "-c", _CACHED_PROGRAM, workdir], env=env, capture_output=True, text=True,
+                         check=False, timeout=300) for _ in range(2)]
+  for run in runs:
+    assert run.returncode == 0, run.stderr[-3000:]
+  assert runs[0].stdout == runs[1].stdout
+  entries = [p.name for p in epath.Path(workdir, compilation_cache.CACHE_DIRECTORY).iterdir()]
+  assert any(name.startswith("jit__lambda-") for name in entries), entries
+  assert compilation_cache.LOADED_MESSAGE not in runs[0].stderr
+  assert compilation_cache.LOADED_MESSAGE in runs[1].stderr, runs[1].stderr[-3000:]
