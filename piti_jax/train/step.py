@@ -74,6 +74,12 @@ def make_train_step(models: StepModels, diffusion: GaussianDiffusion, tx: optax.
   step on that forward's x0_hat before the generator's adversarial term is evaluated (the
   reference's order, `ObjectiveConfig.critic_first`), and the generator's gradient is pulled
   back through that one forward.
+
+  A step whose loss or gradients are not finite is applied like any other and flagged in
+  `metrics["nonfinite"]`; the loop stops at the first flagged step and never saves a state
+  after it (loop.py). Keeping the old state here instead (a select between old and new) made
+  XLA copy the whole state every step: on a 2-core CPU, 70 MiB more at the bench_tiny stage-2
+  step's peak (docs/performance.md, section 16).
   """
   objective = config.objective
 
@@ -116,11 +122,9 @@ def make_train_step(models: StepModels, diffusion: GaussianDiffusion, tx: optax.
         ema=ema_lib.update_ema(state.ema, params, config.ema_rates),
         sampler=timestep_sampler.update_sampler_state(state.sampler, t, terms["diffusion"]),
     )
-    metrics.update(loss=loss, mse=jnp.mean(terms["mse"]), vb=jnp.mean(terms["vb"]), grad_norm=grad_norm)
-    old = {name: getattr(state, name) for name in new}
-    new_state = state.replace(step=state.step + 1, **_keep_if(nonfinite, new, old))
-    metrics["nonfinite"] = nonfinite.astype(jnp.float32)
-    return new_state, metrics
+    metrics.update(loss=loss, mse=jnp.mean(terms["mse"]), vb=jnp.mean(terms["vb"]), grad_norm=grad_norm,
+                   nonfinite=nonfinite.astype(jnp.float32))
+    return state.replace(step=state.step + 1, **new), metrics
 
   return train_step
 
