@@ -102,11 +102,13 @@ class StepBench:
 
 
 def build_step(config: ml_collections.ConfigDict, mode: str | None = None, seed: int = 0, *, warm_up: bool = True,
-               on_stage: Callable[[str], None] = lambda stage: None) -> StepBench:
+               clear_caches: bool = False, on_stage: Callable[[str], None] = lambda stage: None) -> StepBench:
   """Compiles the train step of `config` (in `mode`) and, with `warm_up`, runs one step.
 
-  `on_stage` is called after each stage of the build: "backend" (the mesh made), "trainer",
-  "state" (the initial state), "lowered", "compiled".
+  `clear_caches` empties JAX's caches of traced, lowered and compiled functions once the step
+  is compiled (`jax.clear_caches()`; the compiled step is kept). `on_stage` is called after each
+  stage of the build: "backend" (the mesh made), "trainer", "state" (the initial state),
+  "lowered", "compiled".
   """
   config = with_mode(config, mode)
   mesh = partition.make_mesh(config.mesh.data, config.mesh.fsdp)
@@ -123,6 +125,8 @@ def build_step(config: ml_collections.ConfigDict, mode: str | None = None, seed:
     compiled = lowered.compile()
     compile_s = time.perf_counter() - start
     del lowered
+    if clear_caches:
+      jax.clear_caches()
     on_stage("compiled")
     bench = StepBench(config, mesh, trainer, state, batch, compiled, compile_s)
   if warm_up:

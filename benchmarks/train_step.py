@@ -20,7 +20,9 @@ warm-up step), `peak_rss_mib` the process's peak so far (compiles included). Per
 (medians): `step_cpu_s` CPU seconds of all threads, `step_system_cpu_s` the kernel's part of
 them, `step_page_faults` minor page faults. The script restarts itself with glibc's huge-page
 malloc as `python -m piti_jax.main` does (`malloc_huge_pages`; piti_jax/huge_pages.py);
-`GLIBC_TUNABLES=glibc.malloc.hugetlb=0` measures without.
+`GLIBC_TUNABLES=glibc.malloc.hugetlb=0` measures without. `--clear_caches` empties JAX's
+caches of traced, lowered and compiled functions after the compile (the compiled step is kept),
+which shows what those caches add to the steps' peak.
 """
 
 import json
@@ -39,10 +41,11 @@ IMPORT_RSS_MIB = rss.current_mib()
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/bench.py:tiny", "Job config to benchmark.")
 _MODES = flags.DEFINE_list("modes", [], "Modes: stage1 (encoder only), stage2/pretrain (all); empty = the config's.")
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps per mode (after one warm-up step); the median is reported.")
+_CLEAR_CACHES = flags.DEFINE_bool("clear_caches", False, "Empty JAX's function caches once the step is compiled.")
 
 
-def benchmark(config, mode: str | None, steps: int) -> dict:
-  bench = common.build_step(config, mode)
+def benchmark(config, mode: str | None, steps: int, clear_caches: bool) -> dict:
+  bench = common.build_step(config, mode, clear_caches=clear_caches)
   rss.reset_peak()
   costs = bench.run(steps)
   step_peak = rss.peak_mib()
@@ -54,7 +57,8 @@ def benchmark(config, mode: str | None, steps: int) -> dict:
   count = lambda tree: int(sum(x.size for x in jax.tree.leaves(tree)))
   return {
       "mode": mode or bench.config.train.trainable or "all", "preset": bench.config.model.preset,
-      "dtype": bench.config.model.dtype, "malloc_huge_pages": huge_pages.active(), "global_batch": batch,
+      "dtype": bench.config.model.dtype, "malloc_huge_pages": huge_pages.active(), "caches_cleared": clear_caches,
+      "global_batch": batch,
       "devices": jax.device_count(), "mesh": dict(bench.mesh.shape), "step_ms": round(seconds * 1e3, 2),
       "step_spread": common.spread(times), "images_per_s": round(batch / seconds, 2),
       **accounting.rate_fields(model_flops=model_flops, xla_flops=accounting.compiled_flops(bench.compiled),
@@ -74,7 +78,7 @@ def main(argv) -> None:
   for mode in _MODES.value or [None]:
     if mode is not None and mode not in common.TRAINABLE:
       raise app.UsageError(f"unknown mode {mode!r}; use {', '.join(common.TRAINABLE)}")
-    print(json.dumps(benchmark(_CONFIG.value, mode, _STEPS.value)), flush=True)
+    print(json.dumps(benchmark(_CONFIG.value, mode, _STEPS.value, _CLEAR_CACHES.value)), flush=True)
 
 
 if __name__ == "__main__":
