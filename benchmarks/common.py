@@ -84,6 +84,7 @@ class StepBench:
   batch: dict[str, jax.Array]
   compiled: Any
   compile_s: float
+  last_metrics: dict[str, jax.Array] | None = None  # the metrics of the last step `run` ran
 
   def run(self, steps: int) -> list[StepCost]:
     """Runs `steps` steps (state donated and carried); what each one took."""
@@ -91,8 +92,8 @@ class StepBench:
     with jax.set_mesh(self.mesh):
       for _ in range(steps):
         usage, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-        self.state, metrics = self.compiled(self.state, self.batch, self.trainer.functions.extras)
-        jax.block_until_ready(metrics)
+        self.state, self.last_metrics = self.compiled(self.state, self.batch, self.trainer.functions.extras)
+        jax.block_until_ready(self.last_metrics)
         wall = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_SELF)
         costs.append(StepCost(wall_s=wall, cpu_s=after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime,
@@ -108,7 +109,7 @@ def build_step(config: ml_collections.ConfigDict, mode: str | None = None, seed:
   `clear_caches` empties JAX's caches of traced, lowered and compiled functions once the step
   is compiled (`jax.clear_caches()`; the compiled step is kept). `on_stage` is called after each
   stage of the build: "backend" (the mesh made), "trainer", "state" (the initial state),
-  "lowered", "compiled".
+  "lowered", "compiled", and with `clear_caches` "caches_cleared".
   """
   config = with_mode(config, mode)
   mesh = partition.make_mesh(config.mesh.data, config.mesh.fsdp)
@@ -125,9 +126,10 @@ def build_step(config: ml_collections.ConfigDict, mode: str | None = None, seed:
     compiled = lowered.compile()
     compile_s = time.perf_counter() - start
     del lowered
+    on_stage("compiled")
     if clear_caches:
       jax.clear_caches()
-    on_stage("compiled")
+      on_stage("caches_cleared")
     bench = StepBench(config, mesh, trainer, state, batch, compiled, compile_s)
   if warm_up:
     bench.run(1)

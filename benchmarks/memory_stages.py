@@ -22,8 +22,7 @@ import rss
 
 STARTED_MIB = rss.current_mib()
 
-import jax  # noqa: E402  (the RSS above is the interpreter's alone)
-from absl import app, flags  # noqa: E402
+from absl import app, flags  # noqa: E402  (the RSS above is the interpreter's alone)
 from ml_collections import config_flags  # noqa: E402
 
 import common  # noqa: E402
@@ -47,9 +46,7 @@ def main(argv) -> None:
       print(json.dumps(stages), flush=True)
       os._exit(0)  # pylint: disable=protected-access  (nothing freed: the heap profile shows this point)
 
-  bench = common.build_step(_CONFIG.value, _MODE.value, warm_up=False, on_stage=reached)
-  jax.clear_caches()
-  reached("caches_cleared")
+  bench = common.build_step(_CONFIG.value, _MODE.value, warm_up=False, clear_caches=True, on_stage=reached)
   steps = []
   for _ in range(_STEPS.value + 1):  # the first step warms up
     rss.reset_peak()

@@ -33,11 +33,11 @@ _COMPARE = flags.DEFINE_list("compare", [], "Two .npz files written by --out: co
 def run_steps(config, steps: int) -> dict[str, np.ndarray]:
   """{"losses": (steps,) float32, parameter path: array} after `steps` steps on one batch."""
   bench = common.build_step(config, warm_up=False)
-  state, losses = bench.state, []
+  losses = []
   for _ in range(steps):
-    state, metrics = bench.compiled(state, bench.batch, bench.trainer.functions.extras)
-    losses.append(float(metrics["loss"]))
-  params = {path: np.asarray(value) for path, value in flatten(jax.device_get(state.params)).items()}
+    bench.run(1)
+    losses.append(float(bench.last_metrics["loss"]))
+  params = {path: np.asarray(value) for path, value in flatten(jax.device_get(bench.state.params)).items()}
   return {LOSSES: np.asarray(losses, np.float32), **params}
 
 

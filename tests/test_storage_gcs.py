@@ -172,7 +172,6 @@ print(float(jax.jit(lambda x: jnp.tanh(x @ x.T).sum())(jnp.ones((8, 8)))))
 def test_compilation_cache_in_a_gcs_workdir_is_written_once_and_loaded_by_the_next_process(gcs):
   from etils import epath  # pylint: disable=import-outside-toplevel
 
-
   workdir = f"{gcs}/runs/cached"
   env = subprocess_env(devices=1, compile_cache=None)
   runs = [subprocess.run([sys.executable, "-c", _CACHED_PROGRAM, workdir], env=env, capture_output=True, text=True,
