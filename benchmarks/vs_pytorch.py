@@ -26,7 +26,9 @@ ran with huge pages, and the FLOP accounting of the project's program.
 Rows (sizes are the bench_tiny / bench_small presets, configs/bench.py):
 - train_<size>_<stage>: one optimizer step of the reference's TrainLoop.run_step (AdamW,
   EMA 0.9999, loss-second-moment t-sampling, dropout 0.1; stage 1 optimises the encoder
-  only) against the project's jitted train step. tiny runs batch 4, small batch 8.
+  only) against the project's jitted train step, compiled and then run with JAX's caches
+  emptied, as `python -m piti_jax.main` runs it (`loop.train(release_caches=True)`). tiny runs
+  batch 4, small batch 8.
 - sample_<size>: one step of the guided base sampler (classifier-free guidance 1.3 on a
   doubled batch [cond; ones], ancestral DDPM, --sample-steps respaced steps): the
   reference's glide_util.sample, which runs the encoder at every step, against the
@@ -304,7 +306,7 @@ def run_project(row: dict, steps: int, sample_steps: int) -> dict:
   if row["kind"] == "train":
     job = common.load_job_config("bench", row["size"])
     job.train.global_batch_size = batch
-    bench = common.build_step(job, row["mode"])
+    bench = common.build_step(job, row["mode"], clear_caches=True)
     rss.reset_peak()
     times = [cost.wall_s for cost in bench.run(steps)]
     step_peak = rss.peak_mib()

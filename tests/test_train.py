@@ -115,7 +115,11 @@ def test_compiled_functions_are_shared_by_equal_specs_only(data_dir):
   assert loop.TrainSpec.from_config(changed, mesh).model.model_channels == 64
 
 
-def test_resume_is_exact(data_dir, tmp_path):
+def test_resume_is_exact(data_dir, tmp_path, monkeypatch):
+  """Also with the resumed half run as `python -m piti_jax.main` runs it: the step compiled ahead of
+  time for the restored state, then JAX's caches released. The release itself is counted, not done,
+  so the other tests of this process keep their compiled functions (tests/test_storage_gcs.py runs
+  `loop.run`, which does it)."""
   steps = 4
   whole, halves = str(tmp_path / "whole"), str(tmp_path / "halves")
   config = shapes_config("pretrain", data_dir, num_steps=steps, save_every=steps // 2)
@@ -123,7 +127,10 @@ def test_resume_is_exact(data_dir, tmp_path):
   config.train.num_steps = steps // 2
   loop.train(config, halves)
   config.train.num_steps = steps
-  resumed = loop.train(config, halves)
+  releases = []
+  monkeypatch.setattr(jax, "clear_caches", lambda: releases.append(True))
+  resumed = loop.train(config, halves, release_caches=True)
+  assert releases == [True]
   assert resumed.step == straight.step == steps
   a, b = host(straight.state), host(resumed.state)
   assert_trees_equal(a.params, b.params)

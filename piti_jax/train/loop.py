@@ -248,6 +248,15 @@ class Trainer:
     """One train step: (new state, metrics)."""
     return self.functions.train_step(state, batch, self.functions.extras)
 
+  def compiled_step(self, state: state_lib.TrainState,
+                    batch: dict[str, jax.Array]) -> Callable[[state_lib.TrainState, dict[str, jax.Array]], Any]:
+    """`step` compiled ahead of time for arguments like (state, batch): it holds its executable
+    itself, so it keeps working after `jax.clear_caches()` (which `step` would answer by tracing
+    and compiling again). Called with other shapes, dtypes or shardings it raises."""
+    extras = self.functions.extras
+    compiled = self.functions.train_step.lower(state, batch, extras).compile()
+    return lambda state, batch: compiled(state, batch, extras)
+
   def sample_params(self, state: state_lib.TrainState) -> dict:
     """Complete parameters used for samples: the first EMA average plus the frozen part."""
     averaged = state.ema[ema_lib.ema_name(self.ema_rates[0])] if self.ema_rates else state.params
@@ -277,9 +286,10 @@ class _Run:
   """One run of the loop in a workdir: owns the writer, checkpointer and iterators."""
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str, trainer: Trainer,
-               on_metrics: Callable[[int, dict[str, float]], None] | None = None):
+               on_metrics: Callable[[int, dict[str, float]], None] | None = None, release_caches: bool = False):
     self.config = config
     self.on_metrics = on_metrics
+    self.release_caches = release_caches
     self.workdir = workdir
     self.trainer = trainer
     self.train_cfg = config.train
@@ -370,6 +380,17 @@ class _Run:
                                      overrides=dict(self.config.model.overrides), overwrite=True)
     logging.info("exported the %s model to %s", name, directory)
 
+  def step_function(self, state: state_lib.TrainState, batch: dict[str, jax.Array]) -> Callable:
+    """The step this run calls: the Trainer's shared jitted step, or with `release_caches` the step
+    compiled for (state, batch), after which every JAX cache of the process is emptied: the traced
+    and lowered step and the programs that built the state are not needed again, and keeping them
+    costs 140-160 MiB of a bench_tiny stage-2 run's 1.4 GiB on a CPU (docs/performance.md, section 17)."""
+    if not self.release_caches:
+      return self.trainer.step
+    step = self.trainer.compiled_step(state, batch)
+    jax.clear_caches()
+    return step
+
   def train(self) -> TrainResult:
     cfg = self.train_cfg
     state = self.initial_state()
@@ -377,10 +398,12 @@ class _Run:
     progress = metrics_lib.make_progress(cfg.num_steps, self.writer, cfg.log_every)
     watch = PreemptionWatch(self.checkpointer.reached_preemption)
     preempted = False
+    step_function = None
     try:
       while step < cfg.num_steps:
         batch = self.trainer.global_batch(next(self.data))
-        state, step_metrics = self.trainer.step(state, batch)
+        step_function = step_function or self.step_function(state, batch)
+        state, step_metrics = step_function(state, batch)
         step += 1
         self.buffer.add(step, step_metrics)
         speed = progress(step)
@@ -412,17 +435,22 @@ class _Run:
 
 
 def train(config: ml_collections.ConfigDict, workdir: str,
-          on_metrics: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+          on_metrics: Callable[[int, dict[str, float]], None] | None = None, *,
+          release_caches: bool = False) -> TrainResult:
   """Runs (or resumes) the loop of `config` in `workdir` until train.num_steps or preemption.
 
   `on_metrics(step, values)` is called every train.log_every steps with the logged means and,
   on process 0 once the clock runs, `steps_per_sec` and `eta_seconds` of metrics.ProgressReport.
+  `release_caches` empties JAX's caches once the step is compiled (see `_Run.step_function`): less
+  resident memory while the run trains, for a process that runs one job (`run`, behind
+  `python -m piti_jax.main`). Off, the compiled step stays shared with later runs of the same
+  spec in the process (tests, notebooks, the demo's stages).
   """
   config = resolve_text_vocabulary(config)
   mesh = partition.make_mesh(config.mesh.data, config.mesh.fsdp)
   with jax.set_mesh(mesh):
     trainer = Trainer(config, mesh)
-    run = _Run(config, workdir, trainer, on_metrics)
+    run = _Run(config, workdir, trainer, on_metrics, release_caches)
     try:
       return run.train()
     finally:
@@ -472,7 +500,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   try:
     if storage.is_leader():
       storage.write_text(storage.path(workdir) / "config.json", config.to_json_best_effort(indent=2))
-    result = train(config, workdir)
+    result = train(config, workdir, release_caches=True)
   finally:
     if lock is not None:
       lock.release()
