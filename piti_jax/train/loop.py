@@ -6,9 +6,11 @@ What a run does (config fields in parentheses):
    PatchGAN critic and the VGG feature extractor (adversarial.*);
 2. resumes from the newest checkpoint in `<workdir>/checkpoints` if there is one (state
    and data-iterator position), else initialises the state and applies `init.*` entries;
-3. runs the jitted step until train.num_steps, writing metrics every train.log_every
-   steps, validation loss every train.eval_every, sample grids every train.sample_every
-   and checkpoints every train.save_every (and at the end, and on SIGTERM/preemption).
+3. runs the jitted step (in `python -m piti_jax.main` runs, compiled ahead of time and with
+   JAX's caches released after the compile: `train(release_caches=True)`) until
+   train.num_steps, writing metrics every train.log_every steps, validation loss every
+   train.eval_every, sample grids every train.sample_every and checkpoints every
+   train.save_every (and at the end, and on SIGTERM/preemption).
 """
 
 import dataclasses
