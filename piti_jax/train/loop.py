@@ -400,12 +400,12 @@ class _Run:
     progress = metrics_lib.make_progress(cfg.num_steps, self.writer, cfg.log_every)
     watch = PreemptionWatch(self.checkpointer.reached_preemption)
     preempted = False
-    step_function = None
+    run_step = None  # the first batch picks it (see step_function)
     try:
       while step < cfg.num_steps:
         batch = self.trainer.global_batch(next(self.data))
-        step_function = step_function or self.step_function(state, batch)
-        state, step_metrics = step_function(state, batch)
+        run_step = run_step or self.step_function(state, batch)
+        state, step_metrics = run_step(state, batch)
         step += 1
         self.buffer.add(step, step_metrics)
         speed = progress(step)
