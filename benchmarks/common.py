@@ -121,7 +121,7 @@ def build_step(config: ml_collections.ConfigDict, mode: str | None = None, seed:
     on_stage("state")
     batch = trainer.global_batch(random_batch(config, np.random.default_rng(seed)))
     start = time.perf_counter()
-    lowered = trainer.functions.train_step.lower(state, batch, trainer.functions.extras)
+    lowered = trainer.lower_step(state, batch)
     on_stage("lowered")
     compiled = lowered.compile()
     compile_s = time.perf_counter() - start

@@ -20,7 +20,6 @@ folder first; other datasets are read from data.data_dir.
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ import time
 from absl import app, flags
 from ml_collections import config_flags
 
+import child_process
 import rss
 from piti_jax import huge_pages
 
@@ -84,11 +84,7 @@ def main(argv) -> None:
         workdir = os.path.join(root, f"{caches}_{round_index}")
         command = [sys.executable, os.path.abspath(__file__), *sys.argv[1:], *data_flags, f"--child={caches}",
                    f"--workdir={workdir}"]
-        child = subprocess.run(command, capture_output=True, text=True, check=False,
-                               cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        if child.returncode != 0:
-          raise SystemExit(f"{' '.join(command)} exited with {child.returncode}:\n{child.stderr[-3000:]}")
-        line = json.loads(child.stdout.strip().splitlines()[-1])
+        line = child_process.run_json(command, f"the {caches} run of round {round_index}")
         print(json.dumps(dict(command="python benchmarks/loop_memory.py " + " ".join(sys.argv[1:]),
                               round=round_index, steps=_STEPS.value, settle=_SETTLE.value, **line)), flush=True)
 

@@ -44,12 +44,12 @@ import json
 import os
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import types
 
+import child_process
 import rss
 from piti_jax import huge_pages
 
@@ -346,11 +346,7 @@ def _child(side: str, row_name: str, spec: dict, args: argparse.Namespace) -> di
              "--piti-repo", args.piti_repo, "--steps", str(args.steps), "--sample-steps", str(args.sample_steps),
              "--cpus", args.cpus] + (["--reference-huge-pages"] if args.reference_huge_pages else [])
   env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS))
-  result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-  lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-  if result.returncode or not lines:
-    raise RuntimeError(f"{side} run of {row_name} failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
-  return json.loads(lines[-1])
+  return child_process.run_json(command, f"{side} run of {row_name}", env)
 
 
 def _side_summary(runs: list[dict], batch: int, prefix: str) -> dict:

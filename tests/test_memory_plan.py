@@ -25,8 +25,7 @@ def planned_and_real(tmp_path_factory):
     state = trainer.create_state_for(0, config.init)
     shapes = memory_plan.abstract_batch(config, mesh)
     batch = trainer.global_batch({k: np.zeros(v.shape, v.dtype) for k, v in shapes.items()})
-    functions = trainer.functions
-    compiled = functions.train_step.lower(state, batch, functions.extras).compile()
+    compiled = trainer.lower_step(state, batch).compile()
   return plan, state, compiled
 
 

@@ -250,13 +250,17 @@ class Trainer:
     """One train step: (new state, metrics)."""
     return self.functions.train_step(state, batch, self.functions.extras)
 
+  def lower_step(self, state: state_lib.TrainState, batch: dict[str, jax.Array]) -> jax.stages.Lowered:
+    """The jitted step lowered for arguments like (state, batch); its compiled form is called as
+    `compiled(state, batch, extras)` with this run's `functions.extras`."""
+    return self.functions.train_step.lower(state, batch, self.functions.extras)
+
   def compiled_step(self, state: state_lib.TrainState,
                     batch: dict[str, jax.Array]) -> Callable[[state_lib.TrainState, dict[str, jax.Array]], Any]:
     """`step` compiled ahead of time for arguments like (state, batch): it holds its executable
     itself, so it keeps working after `jax.clear_caches()` (which `step` would answer by tracing
     and compiling again). Called with other shapes, dtypes or shardings it raises."""
-    extras = self.functions.extras
-    compiled = self.functions.train_step.lower(state, batch, extras).compile()
+    compiled, extras = self.lower_step(state, batch).compile(), self.functions.extras
     return lambda state, batch: compiled(state, batch, extras)
 
   def sample_params(self, state: state_lib.TrainState) -> dict:

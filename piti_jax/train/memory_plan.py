@@ -91,8 +91,7 @@ def plan_train_step(config: ml_collections.ConfigDict, mesh: Mesh) -> MemoryPlan
   state = trainer.abstract_sharded_state()
   batch = abstract_batch(config, mesh)
   with jax.set_mesh(mesh):
-    functions = trainer.functions
-    compiled = functions.train_step.lower(state, batch, functions.extras).compile(PLAN_COMPILER_OPTIONS)
+    compiled = trainer.lower_step(state, batch).compile(PLAN_COMPILER_OPTIONS)
   memory = accounting.memory_breakdown(compiled)
   return _plan(config, mesh, state, batch, temp_bytes=memory["temp_bytes"],
                output_bytes=memory["output_bytes"] - memory["alias_bytes"], peak_bytes=memory["peak_estimate_bytes"])
