@@ -264,6 +264,47 @@ def test_qkv_attention_matches_softmax_reference():
                              rtol=1e-5, atol=1e-5)
 
 
+def _numpy_attention(q, k, v):
+  """float64 softmax(q k^T / sqrt(d)) v for (B, T, heads, d) q and (B, S, heads, d) k, v."""
+  logits = np.einsum("bthd,bshd->bhts", q, k) / math.sqrt(q.shape[-1])
+  weights = np.exp(logits - logits.max(-1, keepdims=True))
+  return np.einsum("bhts,bshd->bthd", weights / weights.sum(-1, keepdims=True), v)
+
+
+def test_qkv_attention_gradients_match_float64_finite_differences():
+  rng = np.random.default_rng(1)
+  inputs = [rng.standard_normal(shape) for shape in ((2, 3, 2, 4), (2, 5, 2, 4), (2, 5, 2, 4))]
+  out_grad = rng.standard_normal((2, 3, 2, 4))
+  loss = lambda q, k, v: (qkv_attention(q, k, v) * out_grad).sum()
+  got = jax.grad(loss, argnums=(0, 1, 2))(*[jnp.asarray(x, jnp.float32) for x in inputs])
+  eps = 1e-6
+  for index, (x, grad) in enumerate(zip(inputs, got)):
+    expected = np.zeros_like(x)
+    for position in np.ndindex(x.shape):
+      moved = [y.copy() for y in inputs]
+      moved[index][position] += eps
+      up = (_numpy_attention(*moved) * out_grad).sum()
+      moved[index][position] -= 2 * eps
+      expected[position] = (up - (_numpy_attention(*moved) * out_grad).sum()) / (2 * eps)
+    np.testing.assert_allclose(np.asarray(grad), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_attention_backward_keeps_no_weights_from_the_forward_pass():
+  """Ten attention layers in a row: the compiled backward holds a few (T, S) arrays of one layer, not ten layers'."""
+  layers, tokens, width = 10, 512, 8
+  weights_bytes = tokens * tokens * 4
+
+  def stack(x, keys):
+    for key in keys:
+      x = x + qkv_attention(x, key, key)
+    return x.sum()
+
+  x = jax.ShapeDtypeStruct((1, tokens, 1, width), jnp.float32)
+  keys = [jax.ShapeDtypeStruct((1, tokens, 1, width), jnp.float32)] * layers
+  temporaries = jax.jit(jax.grad(stack)).lower(x, keys).compile().memory_analysis().temp_size_in_bytes
+  assert temporaries < 5 * weights_bytes, temporaries / weights_bytes
+
+
 def test_init_spec_samples():
   rng = np.random.default_rng(0)
   uniform = Init("uniform", 0.5).numpy_sample(rng, (4000,))
