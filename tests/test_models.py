@@ -11,7 +11,7 @@ from flax import nnx
 
 from piti_jax.errors import PitiError
 from piti_jax.models import create_model
-from piti_jax.models.layers import Init, qkv_attention, resize_bilinear, timestep_embedding
+from piti_jax.models.layers import Init, exact_gelu, qkv_attention, resize_bilinear, timestep_embedding
 
 BATCH = 2
 
@@ -303,6 +303,15 @@ def test_attention_backward_keeps_no_weights_from_the_forward_pass():
   keys = [jax.ShapeDtypeStruct((1, tokens, 1, width), jnp.float32)] * layers
   temporaries = jax.jit(jax.grad(stack)).lower(x, keys).compile().memory_analysis().temp_size_in_bytes
   assert temporaries < 5 * weights_bytes, temporaries / weights_bytes
+
+
+def test_exact_gelu_is_jax_gelu_forward_and_its_closed_form_derivative_backward():
+  x = np.linspace(-8.0, 8.0, 2001)
+  got = jax.vmap(jax.grad(exact_gelu))(jnp.asarray(x, jnp.float32))
+  cdf = 0.5 * np.vectorize(math.erfc)(-x / math.sqrt(2.0))
+  np.testing.assert_allclose(np.asarray(got), cdf + x * np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi), atol=1e-6)
+  x32 = jnp.asarray(x, jnp.float32)
+  assert (exact_gelu(x32) == jax.nn.gelu(x32, approximate=False)).all()
 
 
 def test_init_spec_samples():

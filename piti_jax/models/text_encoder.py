@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from piti_jax.errors import PitiError
-from piti_jax.models.layers import Dense, Init, LayerNorm, new_param, qkv_attention, split_heads
+from piti_jax.models.layers import Dense, Init, LayerNorm, exact_gelu, new_param, qkv_attention, split_heads
 
 EMBEDDING_INIT = Init("normal", 0.01)  # learned tables the reference leaves uninitialised
 
@@ -44,7 +44,7 @@ class MLP(nnx.Module):
     self.c_proj = Dense(4 * width, width, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    return self.c_proj(jax.nn.gelu(self.c_fc(x), approximate=False))
+    return self.c_proj(exact_gelu(self.c_fc(x)))
 
 
 class ResidualAttentionBlock(nnx.Module):
