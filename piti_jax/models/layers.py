@@ -29,9 +29,6 @@ from piti_jax.errors import PitiError
 from piti_jax.models import conv_gradients
 
 GROUP_NORM_GROUPS = 32
-# The attention backward pass recomputes its float32 (B, heads, T, S) weights in blocks of query
-# rows of at most this size (one block when they fit), so its working set stays near this.
-ATTENTION_BLOCK_BYTES = 16 * 2**20
 NORM_EPS = 1e-5
 LEAKY_RELU_SLOPE = 0.2  # PITI's nn.LeakyReLU(0.2): the task encoder and the pix2pix critic
 
@@ -454,8 +451,7 @@ def _attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
   the float32 (B, heads, T, S) weights of every attention layer until its backward pass (80 MiB
   per layer at bench_small's 32x32 level, batch 8); this keeps q, k, v, the output and the
   softmax's row maxima and sums, and the backward pass recomputes the weights from them (one
-  more q k^T product), as flash attention does, in blocks of query rows whose weights fit
-  ATTENTION_BLOCK_BYTES (a `lax.scan` accumulating the k and v gradients when there are several).
+  more q k^T product), as flash attention does.
   """
   return _attention_forward(q, k, v)[0]
 
@@ -471,49 +467,17 @@ def _attention_forward(q, k, v):
 
 def _attention_backward(residuals, out_grad):
   q, k, v, out, row_max, row_sum = residuals
-  scale = 1.0 / math.sqrt(math.sqrt(q.shape[-1]))
-  q_scaled, k_scaled = _after(out_grad, q) * scale, k * scale
-  # The softmax's backward: sum_s w_s g_s equals the row's (out_grad . out), a (B, heads, T) sum.
+  q_scaled, k_scaled, logits = _scaled_logits(_after(out_grad, q), k)
+  weights = jnp.exp(logits - row_max) / row_sum  # float32 (B, heads, T, S), as in the forward pass
+  v_grad = jnp.einsum("bhts,bthd->bshd", weights.astype(v.dtype), out_grad)
+  weights_grad = jnp.einsum("bthd,bshd->bhts", out_grad, v).astype(jnp.float32)
+  # The softmax's backward: sum_s w_s g_s equals the row's (out_grad . out), a (B, T, heads) sum.
   row_dot = jnp.einsum("bthd,bthd->bht", out_grad.astype(jnp.float32), out.astype(jnp.float32))[..., None]
-
-  def query_rows(q_rows, grad_rows, max_rows, sum_rows, dot_rows):
-    """Gradients from a block of query rows: q's for those rows, k's and v's float32 parts."""
-    logits = jnp.einsum("bthd,bshd->bhts", q_rows, k_scaled).astype(jnp.float32)
-    weights = jnp.exp(logits - max_rows) / sum_rows  # float32 (B, heads, rows, S), as in the forward pass
-    v_part = jnp.einsum("bhts,bthd->bshd", weights.astype(v.dtype), grad_rows)
-    weights_grad = jnp.einsum("bthd,bshd->bhts", grad_rows, v).astype(jnp.float32)
-    logits_grad = (weights * (weights_grad - dot_rows)).astype(q.dtype)
-    q_rows_grad = jnp.einsum("bhts,bshd->bthd", logits_grad, k_scaled) * scale
-    k_part = jnp.einsum("bhts,bthd->bshd", logits_grad, q_rows) * scale
-    return q_rows_grad, k_part.astype(jnp.float32), v_part.astype(jnp.float32)
-
-  batch, queries, heads, _ = q.shape
-  blocks = query_blocks(batch * heads, queries, k.shape[1])
-  if blocks == 1:
-    q_grad, k_grad, v_grad = query_rows(q_scaled, out_grad, row_max, row_sum, row_dot)
-  else:
-    rows = queries // blocks
-    by_token = lambda x: x.reshape(batch, blocks, rows, *x.shape[2:]).swapaxes(0, 1)  # (B, T, ...) -> (n, B, T/n, ...)
-    by_row = lambda x: jnp.moveaxis(x.reshape(batch, heads, blocks, rows, 1), 2, 0)  # (B, h, T, 1) -> (n, B, h, T/n, 1)
-
-    def accumulate(kv_grads, block):
-      q_rows_grad, k_part, v_part = query_rows(*block)
-      return (kv_grads[0] + k_part, kv_grads[1] + v_part), q_rows_grad
-
-    zeros = jnp.zeros(k.shape, jnp.float32)
-    (k_grad, v_grad), q_grads = jax.lax.scan(
-        accumulate, (zeros, zeros),
-        (by_token(q_scaled), by_token(out_grad), by_row(row_max), by_row(row_sum), by_row(row_dot)))
-    q_grad = q_grads.swapaxes(0, 1).reshape(q.shape)
+  logits_grad = (weights * (weights_grad - row_dot)).astype(q.dtype)
+  scale = 1.0 / math.sqrt(math.sqrt(q.shape[-1]))
+  q_grad = jnp.einsum("bhts,bshd->bthd", logits_grad, k_scaled) * scale
+  k_grad = jnp.einsum("bhts,bthd->bshd", logits_grad, q_scaled) * scale
   return q_grad.astype(q.dtype), k_grad.astype(k.dtype), v_grad.astype(v.dtype)
-
-
-def query_blocks(batch_heads: int, queries: int, keys: int) -> int:
-  """The fewest blocks n of query rows (n dividing T) whose float32 (B * heads, T / n, S) weights fit ATTENTION_BLOCK_BYTES."""
-  for blocks in range(1, queries + 1):
-    if queries % blocks == 0 and batch_heads * (queries // blocks) * keys * 4 <= ATTENTION_BLOCK_BYTES:
-      return blocks
-  return queries
 
 
 _attention.defvjp(_attention_forward, _attention_backward)
