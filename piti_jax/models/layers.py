@@ -183,6 +183,23 @@ def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, *, stride: i
   return y if bias is None else y + bias.astype(dtype)
 
 
+def _after(signal: jax.Array, x: jax.Array) -> jax.Array:
+  """x, made to depend on `signal` so that XLA computes what follows from it only once `signal` exists.
+
+  Without it XLA would merge a recomputation from forward-pass values with the forward pass's
+  own computation (or schedule it right after), which keeps its result alive through the whole
+  backward pass. XLA:CPU drops `jax.lax.optimization_barrier`, so the dependency is in the data:
+  min(|s|, 0) is 0 for every finite or infinite s (and NaN for a NaN, which the step flags anyway).
+  Args:
+    signal: any non-empty array; its first element is read.
+    x: any float array.
+  Returns:
+    x's values, shape and dtype.
+  """
+  first = signal.reshape(-1)[0].astype(x.dtype)
+  return x + jnp.minimum(jnp.abs(first), 0)
+
+
 @jax.custom_vjp
 def exact_gelu(x: jax.Array) -> jax.Array:
   """x * Phi(x) with the exact (erf) normal CDF, as `jax.nn.gelu(x, approximate=False)`; x's shape and dtype.
@@ -436,9 +453,14 @@ def qkv_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
   return _attention(q, k, v)
 
 
+def _qk_scale(q: jax.Array) -> float:
+  """d^-1/4 for head width d: the reference scales q and k by it each (together 1/sqrt(d))."""
+  return 1.0 / math.sqrt(math.sqrt(q.shape[-1]))
+
+
 def _scaled_logits(q: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   """(q * d^-1/4, k * d^-1/4, float32 logits (B, heads, T, S)) as the reference computes them."""
-  scale = 1.0 / math.sqrt(math.sqrt(q.shape[-1]))
+  scale = _qk_scale(q)
   q_scaled, k_scaled = q * scale, k * scale
   return q_scaled, k_scaled, jnp.einsum("bthd,bshd->bhts", q_scaled, k_scaled).astype(jnp.float32)
 
@@ -474,25 +496,13 @@ def _attention_backward(residuals, out_grad):
   # The softmax's backward: sum_s w_s g_s equals the row's (out_grad . out), a (B, T, heads) sum.
   row_dot = jnp.einsum("bthd,bthd->bht", out_grad.astype(jnp.float32), out.astype(jnp.float32))[..., None]
   logits_grad = (weights * (weights_grad - row_dot)).astype(q.dtype)
-  scale = 1.0 / math.sqrt(math.sqrt(q.shape[-1]))
+  scale = _qk_scale(q)
   q_grad = jnp.einsum("bhts,bshd->bthd", logits_grad, k_scaled) * scale
   k_grad = jnp.einsum("bhts,bthd->bshd", logits_grad, q_scaled) * scale
   return q_grad.astype(q.dtype), k_grad.astype(k.dtype), v_grad.astype(v.dtype)
 
 
 _attention.defvjp(_attention_forward, _attention_backward)
-
-
-def _after(signal: jax.Array, x: jax.Array) -> jax.Array:
-  """x, made to depend on `signal` so that XLA computes what follows from it only once `signal` exists.
-
-  Without it XLA would merge a recomputation from forward-pass values with the forward pass's
-  own computation (or schedule it right after), which keeps its result alive through the whole
-  backward pass. XLA:CPU drops `jax.lax.optimization_barrier`, so the dependency is in the data:
-  min(|s|, 0) is 0 for every finite or infinite s (and NaN for a NaN, which the step flags anyway).
-  """
-  first = signal.reshape(-1)[0].astype(x.dtype)
-  return x + jnp.minimum(jnp.abs(first), 0)
 
 
 def _cudnn_attention_applies(q: jax.Array) -> bool:
