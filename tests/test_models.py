@@ -1,4 +1,5 @@
-"""Forward behaviour of the tiny presets: shapes, zero init, encoder reuse, dtypes, dropout, layers."""
+"""Forward behaviour of the tiny presets (shapes, zero init, encoder reuse, dtypes, dropout) and of the
+layers, with their custom gradients."""
 
 import functools
 import math
