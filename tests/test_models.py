@@ -252,24 +252,21 @@ def test_resize_bilinear_matches_pytorch_formula(in_hw, out_hw):
     np.testing.assert_allclose(got[b], _numpy_bilinear(image[b], *out_hw), atol=1e-6)
 
 
-def test_qkv_attention_matches_softmax_reference():
-  rng = np.random.default_rng(0)
-  q = rng.standard_normal((2, 5, 3, 8)).astype(np.float32)
-  k = rng.standard_normal((2, 9, 3, 8)).astype(np.float32)
-  v = rng.standard_normal((2, 9, 3, 8)).astype(np.float32)
-  logits = np.einsum("bthd,bshd->bhts", q, k) / math.sqrt(8)
-  weights = np.exp(logits - logits.max(-1, keepdims=True))
-  weights /= weights.sum(-1, keepdims=True)
-  expected = np.einsum("bhts,bshd->bthd", weights, v)
-  np.testing.assert_allclose(np.asarray(qkv_attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v))), expected,
-                             rtol=1e-5, atol=1e-5)
-
-
 def _numpy_attention(q, k, v):
   """float64 softmax(q k^T / sqrt(d)) v for (B, T, heads, d) q and (B, S, heads, d) k, v."""
   logits = np.einsum("bthd,bshd->bhts", q, k) / math.sqrt(q.shape[-1])
   weights = np.exp(logits - logits.max(-1, keepdims=True))
   return np.einsum("bhts,bshd->bthd", weights / weights.sum(-1, keepdims=True), v)
+
+
+def test_qkv_attention_matches_softmax_reference():
+  rng = np.random.default_rng(0)
+  q = rng.standard_normal((2, 5, 3, 8)).astype(np.float32)
+  k = rng.standard_normal((2, 9, 3, 8)).astype(np.float32)
+  v = rng.standard_normal((2, 9, 3, 8)).astype(np.float32)
+  expected = _numpy_attention(q.astype(np.float64), k.astype(np.float64), v.astype(np.float64))
+  np.testing.assert_allclose(np.asarray(qkv_attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v))), expected,
+                             rtol=1e-5, atol=1e-5)
 
 
 def test_qkv_attention_gradients_match_float64_finite_differences():
