@@ -1,5 +1,5 @@
 """Forward behaviour of the tiny presets (shapes, zero init, encoder reuse, dtypes, dropout) and of the
-layers, with their custom gradients."""
+layers, with their custom gradients and what those keep for the backward pass."""
 
 import functools
 import math
@@ -12,7 +12,10 @@ from flax import nnx
 
 from piti_jax.errors import PitiError
 from piti_jax.models import create_model
-from piti_jax.models.layers import Init, exact_gelu, qkv_attention, resize_bilinear, timestep_embedding
+from piti_jax.models.layers import (Conv2d, GroupNorm32, Init, avg_pool_2x, exact_gelu, qkv_attention, resize_bilinear,
+                                   timestep_embedding)
+from piti_jax.models.task_encoder import CNN
+from piti_jax.models.unet import ResBlock
 
 BATCH = 2
 
@@ -310,6 +313,57 @@ def test_exact_gelu_is_jax_gelu_forward_and_its_closed_form_derivative_backward(
   np.testing.assert_allclose(np.asarray(got), cdf + x * np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi), atol=1e-6)
   x32 = jnp.asarray(x, jnp.float32)
   assert (exact_gelu(x32) == jax.nn.gelu(x32, approximate=False)).all()
+
+
+def test_recomputing_convolution_matches_the_plain_layers_in_values_and_gradients():
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, 16, 16, 32)), jnp.float32)
+  keep = jnp.asarray(rng.uniform(size=(2, 8, 8, 32)) < 0.9)
+  norm = GroupNorm32(32, swish=True, dtype=jnp.float32)
+  conv = Conv2d(32, 64, 3, stride=2, dtype=jnp.float32, rngs=nnx.Rngs(1))
+
+  def before(x, scale, bias):  # a norm, a resampling and a mask between norm and convolution
+    return jnp.where(keep, avg_pool_2x(norm.with_affine(x, scale, bias)), 0)
+
+  def plain(conv, x, scale, bias):
+    return jnp.sum(conv(before(x, scale, bias)) ** 2)
+
+  def recomputed(conv, x, scale, bias):
+    return jnp.sum(conv.recomputing(before, x, scale, bias) ** 2)
+
+  args = (conv, x, jnp.asarray(rng.normal(size=32), jnp.float32), jnp.asarray(rng.normal(size=32), jnp.float32))
+  value, grads = nnx.value_and_grad(plain, argnums=(0, 1, 2, 3))(*args)
+  got_value, got_grads = nnx.value_and_grad(recomputed, argnums=(0, 1, 2, 3))(*args)
+  assert got_value == value
+  for got, expected in zip(jax.tree.leaves(got_grads), jax.tree.leaves(grads), strict=True):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+def _kept_maps(function, params, batch: int) -> list[tuple[tuple[int, ...], str]]:
+  """Shapes and dtypes of the (batch, ...) 4-D arrays that `function`'s pullback keeps for the backward pass."""
+  _, pullback = jax.vjp(function, params)
+  return sorted((leaf.shape, str(leaf.dtype)) for leaf in jax.tree.leaves(pullback)
+                if getattr(leaf, "ndim", 0) == 4 and leaf.shape[0] == batch)
+
+
+def test_task_encoder_and_resblock_keep_no_norm_outputs_for_the_backward_pass():
+  """The norms' outputs before a convolution are recomputed in the backward pass, not kept from the forward pass."""
+  batch = 5
+  cnn = CNN(3, 64, (8, 16, 32, 64, 64), dtype=jnp.float32, rngs=nnx.Rngs(0))
+  cnn_graph, cnn_params = nnx.split(cnn)
+  cond = jnp.ones((batch, 64, 64, 3))
+  kept = _kept_maps(lambda p: nnx.merge(cnn_graph, p)(cond), cnn_params, batch)
+  # the condition, then conv1..conv5's outputs (each the input of the next norm): one map per level
+  assert kept == sorted(((batch, size, size, width), "float32")
+                        for size, width in ((64, 3), (64, 8), (32, 16), (16, 32), (8, 64), (4, 64)))
+
+  block = ResBlock(32, 16, 64, 0.1, dtype=jnp.float32, rngs=nnx.Rngs(0), resample="down")
+  block_graph, block_params = nnx.split(block)
+  x = jnp.ones((batch, 16, 16, 32))
+  kept = _kept_maps(lambda p: nnx.merge(block_graph, p)(x, jnp.ones((batch, 16)), train=True, rngs=nnx.Rngs(dropout=1)),
+                    block_params, batch)
+  # of the pooled maps of the input width, only the skip convolution's input (the pooled x), not the pooled in-norm
+  assert kept.count(((batch, 8, 8, 32), "float32")) == 1, kept
 
 
 def test_init_spec_samples():

@@ -19,6 +19,7 @@ Conventions (all modules in `piti_jax.models`):
 import dataclasses
 import functools
 import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -153,6 +154,48 @@ class Conv2d(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     return conv2d(x, self.kernel[...], self.bias[...], stride=self.stride, padding=self.padding,
                   dtype=self.dtype)
+
+  def recomputing(self, before: Callable[..., jax.Array], *inputs: jax.Array, with_bias: bool = True) -> jax.Array:
+    """self(before(*inputs)), with before's output recomputed in the backward pass instead of kept.
+
+    Autodiff of a norm followed by a convolution keeps the norm's input (for its backward
+    pass) and its output (for the kernel gradient; on XLA:CPU as a transposed copy): two maps
+    per pair, which at the task encoder's 256x256 level are 64 MiB each at batch 8. Here only
+    `inputs` are kept. The backward pass takes the convolution's input gradient first (it
+    needs the kernel only), then runs `before` again (an elementwise or resampling pass and its
+    statistics) for the kernel gradient and before's own backward pass; the convolution's
+    forward pass is not recomputed.
+    Args:
+      before: maps `inputs` (float arrays) to this convolution's (B, H, W, in) input.
+      with_bias: False skips the bias, as `before_norm`.
+    Returns:
+      (B, H', W', out) in `dtype`.
+    """
+    def conv(a, kernel):
+      return conv2d(a, kernel, None, stride=self.stride, padding=self.padding, dtype=self.dtype)
+
+    @jax.custom_vjp
+    def apply(kernel, *inputs):
+      return conv(before(*inputs), kernel)
+
+    def forward(kernel, *inputs):
+      return conv(before(*inputs), kernel), (kernel, inputs)
+
+    def backward(residuals, out_grad):
+      kernel, inputs = residuals
+      kernel = _after(out_grad, kernel)
+      shape = jax.eval_shape(before, *inputs)
+      # The input gradient is linear in out_grad and does not read the input's values.
+      (input_grad,) = jax.vjp(lambda a: conv(a, kernel), jnp.zeros(shape.shape, shape.dtype))[1](out_grad)
+      # The recomputation waits for it: a convolution's output, which XLA cannot fuse into the
+      # reader of its first element (an elementwise out_grad could pull its own producers along).
+      recomputed, before_pullback = jax.vjp(before, *(_after(input_grad, x) for x in inputs))
+      (kernel_grad,) = jax.vjp(lambda k: conv(recomputed, k), kernel)[1](out_grad)
+      return (kernel_grad, *before_pullback(input_grad))
+
+    apply.defvjp(forward, backward)
+    y = apply(self.kernel[...], *inputs)
+    return y + self.bias[...].astype(self.dtype) if with_bias else y
 
   def before_norm(self, x: jax.Array) -> jax.Array:
     """The convolution without its bias, for a conv whose output goes straight into an InstanceNorm.
@@ -350,8 +393,12 @@ class GroupNorm32(nnx.Module):
     self.bias = new_param(ZEROS, (channels,), None)
 
   def __call__(self, x: jax.Array) -> jax.Array:
+    return self.with_affine(x, self.scale[...], self.bias[...])
+
+  def with_affine(self, x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
+    """The norm with the given float32 (channels,) affine instead of its parameters' values."""
     activation = "silu" if self.swish else "identity"
-    return normalize_affine(x, self.scale[...], self.bias[...], GROUP_NORM_GROUPS, activation).astype(self.dtype)
+    return normalize_affine(x, scale, bias, GROUP_NORM_GROUPS, activation).astype(self.dtype)
 
   def modulated_silu(self, x: jax.Array, scale: jax.Array, shift: jax.Array) -> jax.Array:
     """SiLU(GroupNorm(x) * (1 + scale) + shift), the ADM scale-shift norm, in one pass.
@@ -411,8 +458,11 @@ class InstanceNorm(nnx.Module):
     self.bias = new_param(ZEROS, (channels,), None)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    channels = x.shape[-1]
-    return normalize_affine(x, self.scale[...], self.bias[...], channels, self.activation).astype(self.dtype)
+    return self.with_affine(x, self.scale[...], self.bias[...])
+
+  def with_affine(self, x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
+    """The norm with the given float32 (channels,) affine instead of its parameters' values."""
+    return normalize_affine(x, scale, bias, x.shape[-1], self.activation).astype(self.dtype)
 
 
 def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:

@@ -55,11 +55,14 @@ class ResBlock(nnx.Module):
       self.skip_connection = Conv2d(channels, out_channels, 1, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array, emb: jax.Array, *, train: bool, rngs: nnx.Rngs | None) -> jax.Array:
-    h = self.in_layers[1](self.in_layers[0](x))
-    if self.resample is not None:
-      h = self.resample(h)
-      x = self.resample(x)
-    h = self.in_layers[2](h)
+    # The in-norm's output (the in-convolution's input) is recomputed in the backward pass
+    # (Conv2d.recomputing); in_layers[1] is the identity. The out-norm's is not (section 19 of
+    # docs/performance.md: more time than memory saved, with the dropout between).
+    in_norm, in_conv = self.in_layers[0], self.in_layers[2]
+    resample = self.resample or identity
+    h = in_conv.recomputing(lambda x, scale, bias: resample(in_norm.with_affine(x, scale, bias)),
+                            x, in_norm.scale[...], in_norm.bias[...])
+    x = resample(x)
     emb_out = self.emb_layers[1](self.emb_layers[0](emb))
     scale, shift = jnp.split(emb_out, 2, axis=-1)
     h = self.out_layers[0].modulated_silu(h, scale, shift)

@@ -1,0 +1,96 @@
+"""Do two versions of the model compute the same gradients? Save one model's gradients, compare.
+
+  python benchmarks/model_gradients.py --preset=tiny_piti64 --out=/tmp/after.npz
+  (the same at the other commit, --out=/tmp/before.npz)
+  python benchmarks/model_gradients.py --compare=/tmp/before.npz,/tmp/after.npz
+
+Train steps from a fresh model say little about the backward pass: the zero-initialised output
+convolutions stop every gradient but their own at the first step, and Adam normalises each
+element of a gradient, so rounding-level gradients move as much as large ones. This draws every
+parameter from N(0, 0.05^2) (seed 0), runs the model in train mode (dropout on, key 3) on one
+random batch of 2, and writes the value and the gradients of a fixed random projection of its
+output. `--compare` prints one JSON line: whether the values are bitwise equal, how many gradient
+arrays are, and the largest difference relative to each array's largest magnitude, over the
+arrays whose gradient reaches 1e-3 of the largest one anywhere and, apart, over the smaller ones
+(where a relative difference can be rounding noise: e.g. a convolution bias that a following
+per-channel norm cancels has a gradient of rounding size).
+"""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+from flax import nnx
+
+from piti_jax.models import create_model, get_config
+from piti_jax.models.task_encoder import TASK_CHANNELS
+from piti_jax.param_paths import flatten
+
+VALUE = "value"  # the key of the projection's value in the .npz; every other key is a parameter path
+BATCH = 2
+SMALL = 1e-3  # arrays whose largest gradient is below this fraction of the largest anywhere are reported apart
+
+_PRESET = flags.DEFINE_string("preset", "tiny_piti64", "Model preset (a PITI base model).")
+_OUT = flags.DEFINE_string("out", None, ".npz file to write the value and gradients to.")
+_COMPARE = flags.DEFINE_list("compare", [], "Two .npz files written by --out: compare them and exit.")
+
+
+def gradients(preset: str) -> dict[str, np.ndarray]:
+  """{"value": projection, parameter path: its float32 gradient} of the preset with random parameters."""
+  config = get_config(preset)
+  model = create_model(preset, rngs=nnx.Rngs(0))
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda p: jnp.asarray(rng.normal(0.0, 0.05, p.shape), p.dtype), params)
+  size, cond_size = config.image_size, config.cond_size
+  x = jnp.asarray(rng.normal(size=(BATCH, size, size, 3)), jnp.float32)
+  cond = jnp.asarray(rng.uniform(-1, 1, size=(BATCH, cond_size, cond_size, TASK_CHANNELS[config.task])), jnp.float32)
+  t = jnp.asarray([10, 700])
+  projection = jnp.asarray(rng.normal(size=(BATCH, size, size, 6)), jnp.float32)
+
+  def value(params):
+    output = nnx.merge(graphdef, params, rest)(x, t, cond, train=True, rngs=nnx.Rngs(dropout=jax.random.key(3)))
+    return jnp.sum(output * projection)
+
+  result, grads = jax.jit(jax.value_and_grad(value))(params)
+  return {VALUE: np.asarray(result), **{k: np.asarray(v) for k, v in flatten(jax.device_get(grads)).items()}}
+
+
+def compare(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> dict:
+  names = sorted(set(before) - {VALUE})
+  if names != sorted(set(after) - {VALUE}):
+    raise app.UsageError("the two files hold different parameters; were they written with the same preset?")
+  magnitudes = {n: float(np.abs(before[n]).max(initial=0.0)) for n in names}
+  largest = max(magnitudes.values())
+  worst = {False: (0.0, None), True: (0.0, None)}  # small array? -> (largest relative difference, its name)
+  for name in names:
+    relative = (float(np.abs(after[name] - before[name]).max(initial=0.0))
+                / max(magnitudes[name], np.finfo(np.float32).tiny))
+    small = magnitudes[name] < SMALL * largest
+    worst[small] = max(worst[small], (relative, name), key=lambda pair: pair[0])
+  return {"value_before": float(before[VALUE]), "value_after": float(after[VALUE]),
+          "value_bitwise_equal": bool(np.array_equal(before[VALUE], after[VALUE])),
+          "gradient_arrays": len(names),
+          "bitwise_equal_arrays": sum(np.array_equal(before[n], after[n]) for n in names),
+          "max_relative_difference": worst[False][0], "max_difference_at": worst[False][1],
+          "small_arrays": sum(magnitudes[n] < SMALL * largest for n in names),
+          "max_relative_difference_of_small_arrays": worst[True][0], "small_max_difference_at": worst[True][1]}
+
+
+def main(argv) -> None:
+  del argv
+  if _COMPARE.value:
+    if len(_COMPARE.value) != 2:
+      raise app.UsageError("--compare takes two files: BEFORE,AFTER")
+    with np.load(_COMPARE.value[0]) as before, np.load(_COMPARE.value[1]) as after:
+      print(json.dumps(compare(dict(before), dict(after))))
+    return
+  if not _OUT.value:
+    raise app.UsageError("give --out=FILE.npz (or --compare=BEFORE,AFTER)")
+  np.savez(_OUT.value, **gradients(_PRESET.value))
+
+
+if __name__ == "__main__":
+  app.run(main)
