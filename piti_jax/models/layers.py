@@ -166,8 +166,7 @@ class Conv2d(nnx.Module):
     statistics) for the kernel gradient and before's own backward pass; the convolution's
     forward pass is not recomputed.
     Args:
-      before: maps `inputs` (arrays; non-float ones such as masks or keys get no gradient) to
-        this convolution's (B, H, W, in) input.
+      before: maps `inputs` (float arrays) to this convolution's (B, H, W, in) input.
       with_bias: False skips the bias, as `before_norm`.
     Returns:
       (B, H', W', out) in `dtype`.
@@ -190,8 +189,7 @@ class Conv2d(nnx.Module):
       (input_grad,) = jax.vjp(lambda a: conv(a, kernel), jnp.zeros(shape.shape, shape.dtype))[1](out_grad)
       # The recomputation waits for it: a convolution's output, which XLA cannot fuse into the
       # reader of its first element (an elementwise out_grad could pull its own producers along).
-      tied = [_after(input_grad, x) if jnp.issubdtype(x.dtype, jnp.inexact) else x for x in inputs]
-      recomputed, before_pullback = jax.vjp(before, *tied)
+      recomputed, before_pullback = jax.vjp(before, *(_after(input_grad, x) for x in inputs))
       (kernel_grad,) = jax.vjp(lambda k: conv(recomputed, k), kernel)[1](out_grad)
       return (kernel_grad, *before_pullback(input_grad))
 
@@ -397,23 +395,21 @@ class GroupNorm32(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.with_affine(x, self.scale[...], self.bias[...])
 
-  def with_affine(self, x: jax.Array, scale: jax.Array, bias: jax.Array, *, swish: bool | None = None) -> jax.Array:
-    """The norm with the given float32 affine, (channels,) or per sample (B, channels), instead of its parameters.
-
-    swish: apply the SiLU (default: as the module was built).
-    """
-    activation = "silu" if (self.swish if swish is None else swish) else "identity"
+  def with_affine(self, x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
+    """The norm with the given float32 (channels,) affine instead of its parameters' values."""
+    activation = "silu" if self.swish else "identity"
     return normalize_affine(x, scale, bias, GROUP_NORM_GROUPS, activation).astype(self.dtype)
 
-  def modulation(self, scale: jax.Array, shift: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """The ADM scale-shift norm GroupNorm(x) * (1 + scale) + shift as one per-sample affine.
+  def modulated_silu(self, x: jax.Array, scale: jax.Array, shift: jax.Array) -> jax.Array:
+    """SiLU(GroupNorm(x) * (1 + scale) + shift), the ADM scale-shift norm, in one pass.
 
-    scale, shift: (B, channels) per-sample modulation. Returns float32 (B, channels) scale
-    (1 + s) * gamma and bias (1 + s) * beta + shift for `with_affine`: the same function with
-    the product taken in another order, in one pass over the map.
+    scale, shift: (B, channels) per-sample modulation. The modulation is folded into a
+    per-sample affine (scale (1 + s) * gamma, bias (1 + s) * beta + shift), which is the
+    same function with the product taken in another order. Output in `dtype`.
     """
     gain = 1 + scale.astype(jnp.float32)
-    return self.scale[...] * gain, self.bias[...] * gain + shift.astype(jnp.float32)
+    return normalize_affine(x, self.scale[...] * gain, self.bias[...] * gain + shift.astype(jnp.float32),
+                            GROUP_NORM_GROUPS, "silu").astype(self.dtype)
 
 
 class LayerNorm(nnx.Module):

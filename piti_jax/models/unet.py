@@ -27,7 +27,7 @@ class ResBlock(nnx.Module):
   Layers (reference indices): in_layers = [GroupNorm+SiLU, Identity, conv3x3];
   emb_layers = [SiLU, Linear(emb -> 2*out)]; out_layers = [GroupNorm, SiLU, Dropout,
   conv3x3 (zero init)], where the out-norm, the timestep's scale-shift and the SiLU run as
-  one pass (`GroupNorm32.modulation`; index 1 holds no layer of its own);
+  one pass (`GroupNorm32.modulated_silu`; index 1 holds no layer of its own);
   skip_connection = conv1x1 when the width changes, else identity.
   With `resample` "down"/"up", h (after the in-norm) and the skip input x are both
   avg-pooled / nearest-upsampled x2 before the in-conv, as in the reference.
@@ -36,8 +36,6 @@ class ResBlock(nnx.Module):
 
   def __init__(self, channels: int, emb_channels: int, out_channels: int, dropout: float, *,
                dtype: jnp.dtype, rngs: nnx.Rngs | None, resample: str | None = None):
-    if not 0 <= dropout < 1:
-      raise PitiError(f"dropout={dropout} must be in [0, 1).")
     self.resample = {None: None, "down": avg_pool_2x, "up": upsample_nearest_2x}[resample]
     self.in_layers = nnx.List([
         GroupNorm32(channels, swish=True, dtype=dtype),
@@ -47,7 +45,7 @@ class ResBlock(nnx.Module):
     self.emb_layers = nnx.List([jax.nn.silu, Dense(emb_channels, 2 * out_channels, dtype=dtype, rngs=rngs)])
     self.out_layers = nnx.List([
         GroupNorm32(out_channels, swish=False, dtype=dtype),
-        identity,  # the SiLU runs with the scale-shift norm (`GroupNorm32.modulation`)
+        identity,  # the SiLU is applied with the scale-shift inside `GroupNorm32.modulated_silu`
         nnx.Dropout(dropout),
         Conv2d(out_channels, out_channels, 3, dtype=dtype, rngs=rngs, zero_init=True),
     ])
@@ -57,33 +55,20 @@ class ResBlock(nnx.Module):
       self.skip_connection = Conv2d(channels, out_channels, 1, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array, emb: jax.Array, *, train: bool, rngs: nnx.Rngs | None) -> jax.Array:
-    # Both norms' outputs (the convolutions' inputs) are recomputed in the backward pass
-    # (Conv2d.recomputing). in_layers[1] is the identity.
+    # The in-norm's output (the in-convolution's input) is recomputed in the backward pass
+    # (Conv2d.recomputing); in_layers[1] is the identity. The out-norm's is not (section 19 of
+    # docs/performance.md: more time than memory saved, with the dropout between).
     in_norm, in_conv = self.in_layers[0], self.in_layers[2]
     resample = self.resample or identity
     h = in_conv.recomputing(lambda x, scale, bias: resample(in_norm.with_affine(x, scale, bias)),
                             x, in_norm.scale[...], in_norm.bias[...])
     x = resample(x)
     emb_out = self.emb_layers[1](self.emb_layers[0](emb))
-    affine = self.out_layers[0].modulation(*jnp.split(emb_out, 2, axis=-1))
-    return self.skip_connection(x) + self._out_layers(h, affine, train=train, rngs=rngs)
-
-  def _out_layers(self, h: jax.Array, affine: tuple[jax.Array, jax.Array], *, train: bool,
-                  rngs: nnx.Rngs | None) -> jax.Array:
-    """conv(dropout(SiLU(modulated GroupNorm(h)))): out_layers[0, 2, 3] with the per-sample `affine`."""
-    norm, dropout, conv = self.out_layers[0], self.out_layers[2], self.out_layers[3]
-    if not train or dropout.rate == 0:
-      return conv.recomputing(lambda h, *affine: norm.with_affine(h, *affine, swish=True), h, *affine)
-    # The dropout mask is drawn as `nnx.Dropout` draws it (the same key, probability and
-    # shape); the backward pass draws it again from the key instead of keeping it.
-    key = rngs[dropout.rng_collection]()
-    keep_prob = 1.0 - dropout.rate
-
-    def dropped(h, key, *affine):
-      keep = jax.random.bernoulli(key, keep_prob, h.shape)
-      return jnp.where(keep, norm.with_affine(h, *affine, swish=True) / keep_prob, 0)
-
-    return conv.recomputing(dropped, h, key, *affine)
+    scale, shift = jnp.split(emb_out, 2, axis=-1)
+    h = self.out_layers[0].modulated_silu(h, scale, shift)
+    h = self.out_layers[2](h, deterministic=not train, rngs=rngs)
+    h = self.out_layers[3](h)
+    return self.skip_connection(x) + h
 
 
 class AttentionBlock(nnx.Module):
