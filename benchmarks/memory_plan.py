@@ -4,6 +4,7 @@
   python benchmarks/memory_plan.py --config configs/text_pretrain.py:base --preset glide_full_base64 \
       --devices 64 --mesh data=8,fsdp=8 --dtype bfloat16 --remat --hbm-gib 16
   python benchmarks/memory_plan.py --table --hbm-gib 16 --out benchmarks/results/memory_table.jsonl
+  python benchmarks/memory_plan.py --config configs/bench.py:small --devices 1 --global-batch 8 --trainable encoder
 
 The step is lowered and compiled on N fake CPU devices for abstract (ShapeDtypeStruct)
 inputs with the run's real shardings and donation (piti_jax/train/memory_plan.py says where
@@ -28,6 +29,8 @@ def _parse() -> argparse.Namespace:
   parser.add_argument("--dtype", default="", choices=("", "float32", "bfloat16"), help="compute dtype override")
   parser.add_argument("--remat", action="store_true", help="recompute UNet block activations in the backward pass")
   parser.add_argument("--global-batch", type=int, default=0, help="global batch override")
+  parser.add_argument("--trainable", default=None,
+                      help="config.train.trainable override, e.g. 'encoder' for PITI's stage 1 ('' = everything)")
   parser.add_argument("--hbm-gib", type=float, default=0.0, help="device memory to check the peak against")
   parser.add_argument("--table", action="store_true", help="plan every row of the README table")
   parser.add_argument("--out", default="", help="with --table: append lines here, skip compiles already in it")
@@ -90,7 +93,7 @@ def make_mesh(devices: int, mesh: str) -> Mesh:
   return Mesh(grid, partition.MESH_AXES, axis_types=(AxisType.Auto,) * 2)
 
 
-def configure(config, *, preset: str, dtype: str, remat: bool, global_batch: int):
+def configure(config, *, preset: str, dtype: str, remat: bool, global_batch: int, trainable: str | None = None):
   config = config.copy_and_resolve_references()
   if preset:
     config.model.preset = preset
@@ -100,6 +103,8 @@ def configure(config, *, preset: str, dtype: str, remat: bool, global_batch: int
     config.model.overrides.remat = True
   if global_batch:
     config.train.global_batch_size = global_batch
+  if trainable is not None:
+    config.train.trainable = trainable
   config.init = {}
   return config
 
@@ -227,8 +232,9 @@ def main() -> None:
     table(ARGS.hbm_gib or 16.0, ARGS.out)
     return
   config = configure(load_config(ARGS.config), preset=ARGS.preset, dtype=ARGS.dtype, remat=ARGS.remat,
-                     global_batch=ARGS.global_batch)
-  print(json.dumps(plan_line(config, make_mesh(ARGS.devices, ARGS.mesh), ARGS.hbm_gib, job=ARGS.config)))
+                     global_batch=ARGS.global_batch, trainable=ARGS.trainable)
+  print(json.dumps(plan_line(config, make_mesh(ARGS.devices, ARGS.mesh), ARGS.hbm_gib, job=ARGS.config,
+                              trainable=config.train.trainable)))
 
 
 if __name__ == "__main__":
