@@ -360,7 +360,8 @@ def test_task_encoder_and_resblock_keep_no_norm_outputs_for_the_backward_pass():
   block = ResBlock(32, 16, 64, 0.1, dtype=jnp.float32, rngs=nnx.Rngs(0), resample="down")
   block_graph, block_params = nnx.split(block)
   x = jnp.ones((batch, 16, 16, 32))
-  kept = _kept_maps(lambda p: nnx.merge(block_graph, p)(x, jnp.ones((batch, 16)), train=True, rngs=nnx.Rngs(dropout=1)),
+  emb = jnp.ones((batch, 16))
+  kept = _kept_maps(lambda p: nnx.merge(block_graph, p)(x, emb, train=True, rngs=nnx.Rngs(dropout=1)),
                     block_params, batch)
   # of the pooled maps of the input width, only the skip convolution's input (the pooled x), not the pooled in-norm
   assert kept.count(((batch, 8, 8, 32), "float32")) == 1, kept

@@ -183,6 +183,8 @@ class Conv2d(nnx.Module):
 
     def backward(residuals, out_grad):
       kernel, inputs = residuals
+      # Tied too: otherwise XLA computes the kernel's transposed copy for the input gradient at the
+      # start of the backward pass and keeps it until this layer's turn.
       kernel = _after(out_grad, kernel)
       shape = jax.eval_shape(before, *inputs)
       # The input gradient is linear in out_grad and does not read the input's values.

@@ -56,8 +56,8 @@ class ResBlock(nnx.Module):
 
   def __call__(self, x: jax.Array, emb: jax.Array, *, train: bool, rngs: nnx.Rngs | None) -> jax.Array:
     # The in-norm's output (the in-convolution's input) is recomputed in the backward pass
-    # (Conv2d.recomputing); in_layers[1] is the identity. The out-norm's is not (section 19 of
-    # docs/performance.md: more time than memory saved, with the dropout between).
+    # (Conv2d.recomputing); in_layers[1] is the identity. The out-norm's is not: with the dropout
+    # between, it cost more time than it saved memory (docs/performance.md, section 19).
     in_norm, in_conv = self.in_layers[0], self.in_layers[2]
     resample = self.resample or identity
     h = in_conv.recomputing(lambda x, scale, bias: resample(in_norm.with_affine(x, scale, bias)),
