@@ -6,6 +6,7 @@ with random batches of the data config's shapes, so no dataset is needed.
 
 import dataclasses
 import importlib.util
+import json
 import os
 import resource
 import statistics
@@ -172,3 +173,18 @@ def timed(fn: Callable[[], Any], repeats: int) -> list[float]:
 
 def matmul_peak() -> float:
   return accounting.measured_matmul_peak()
+
+
+def save_or_compare(compare_files: list[str], out: str | None, compare: Callable[[dict, dict], dict],
+                    produce: Callable[[], dict[str, np.ndarray]]) -> None:
+  """The command of the value-comparison scripts: `--compare=BEFORE,AFTER` prints `compare`'s JSON line
+  for two .npz files; otherwise the arrays `produce` returns are written to `--out`."""
+  if compare_files:
+    if len(compare_files) != 2:
+      raise ValueError("--compare takes two files: BEFORE,AFTER")
+    with np.load(compare_files[0]) as before, np.load(compare_files[1]) as after:
+      print(json.dumps(compare(dict(before), dict(after))))
+    return
+  if not out:
+    raise ValueError("give --out=FILE.npz (or --compare=BEFORE,AFTER)")
+  np.savez(out, **produce())

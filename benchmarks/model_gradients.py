@@ -16,14 +16,13 @@ arrays whose gradient reaches 1e-3 of the largest one anywhere and, apart, over 
 per-channel norm cancels has a gradient of rounding size).
 """
 
-import json
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from flax import nnx
 
+import common
 from piti_jax.models import create_model, get_config
 from piti_jax.models.task_encoder import TASK_CHANNELS
 from piti_jax.param_paths import flatten
@@ -81,15 +80,10 @@ def compare(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> dict
 
 def main(argv) -> None:
   del argv
-  if _COMPARE.value:
-    if len(_COMPARE.value) != 2:
-      raise app.UsageError("--compare takes two files: BEFORE,AFTER")
-    with np.load(_COMPARE.value[0]) as before, np.load(_COMPARE.value[1]) as after:
-      print(json.dumps(compare(dict(before), dict(after))))
-    return
-  if not _OUT.value:
-    raise app.UsageError("give --out=FILE.npz (or --compare=BEFORE,AFTER)")
-  np.savez(_OUT.value, **gradients(_PRESET.value))
+  try:
+    common.save_or_compare(_COMPARE.value, _OUT.value, compare, lambda: gradients(_PRESET.value))
+  except ValueError as error:
+    raise app.UsageError(str(error)) from error
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ the losses are bitwise equal, how many parameter arrays are, and the largest dif
 others relative to the array's largest magnitude.
 """
 
-import json
 
 import jax
 import numpy as np
@@ -61,15 +60,10 @@ def compare(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> dict
 
 def main(argv) -> None:
   del argv
-  if _COMPARE.value:
-    if len(_COMPARE.value) != 2:
-      raise app.UsageError("--compare takes two files: BEFORE,AFTER")
-    with np.load(_COMPARE.value[0]) as before, np.load(_COMPARE.value[1]) as after:
-      print(json.dumps(compare(dict(before), dict(after))))
-    return
-  if not _OUT.value:
-    raise app.UsageError("give --out=FILE.npz (or --compare=BEFORE,AFTER)")
-  np.savez(_OUT.value, **run_steps(_CONFIG.value, _STEPS.value))
+  try:
+    common.save_or_compare(_COMPARE.value, _OUT.value, compare, lambda: run_steps(_CONFIG.value, _STEPS.value))
+  except ValueError as error:
+    raise app.UsageError(str(error)) from error
 
 
 if __name__ == "__main__":
