@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import app
 
 from piti_jax import accounting
 from piti_jax.data.pipeline import batch_shapes
@@ -181,10 +182,10 @@ def save_or_compare(compare_files: list[str], out: str | None, compare: Callable
   for two .npz files; otherwise the arrays `produce` returns are written to `--out`."""
   if compare_files:
     if len(compare_files) != 2:
-      raise ValueError("--compare takes two files: BEFORE,AFTER")
+      raise app.UsageError("--compare takes two files: BEFORE,AFTER")
     with np.load(compare_files[0]) as before, np.load(compare_files[1]) as after:
       print(json.dumps(compare(dict(before), dict(after))))
     return
   if not out:
-    raise ValueError("give --out=FILE.npz (or --compare=BEFORE,AFTER)")
+    raise app.UsageError("give --out=FILE.npz (or --compare=BEFORE,AFTER)")
   np.savez(out, **produce())

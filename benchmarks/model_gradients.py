@@ -80,10 +80,7 @@ def compare(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> dict
 
 def main(argv) -> None:
   del argv
-  try:
-    common.save_or_compare(_COMPARE.value, _OUT.value, compare, lambda: gradients(_PRESET.value))
-  except ValueError as error:
-    raise app.UsageError(str(error)) from error
+  common.save_or_compare(_COMPARE.value, _OUT.value, compare, lambda: gradients(_PRESET.value))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ the losses are bitwise equal, how many parameter arrays are, and the largest dif
 others relative to the array's largest magnitude.
 """
 
-
 import jax
 import numpy as np
 from absl import app, flags
@@ -60,10 +59,7 @@ def compare(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> dict
 
 def main(argv) -> None:
   del argv
-  try:
-    common.save_or_compare(_COMPARE.value, _OUT.value, compare, lambda: run_steps(_CONFIG.value, _STEPS.value))
-  except ValueError as error:
-    raise app.UsageError(str(error)) from error
+  common.save_or_compare(_COMPARE.value, _OUT.value, compare, lambda: run_steps(_CONFIG.value, _STEPS.value))
 
 
 if __name__ == "__main__":
