@@ -176,6 +176,22 @@ def matmul_peak() -> float:
   return accounting.measured_matmul_peak()
 
 
+def array_differences(before: dict[str, np.ndarray], after: dict[str, np.ndarray],
+                      skip: str) -> dict[str, tuple[float, float, bool]]:
+  """Per array name (all but `skip`): (largest |after - before| over before's largest magnitude, that
+  magnitude, bitwise equal?). The two files must hold the same names."""
+  names = sorted(set(before) - {skip})
+  if names != sorted(set(after) - {skip}):
+    raise app.UsageError("the two files hold different arrays; were they written with the same settings?")
+  differences = {}
+  for name in names:
+    magnitude = float(np.max(np.abs(before[name]), initial=0.0))
+    difference = float(np.max(np.abs(after[name] - before[name]), initial=0.0))
+    differences[name] = (difference / max(magnitude, np.finfo(np.float32).tiny), magnitude,
+                         bool(np.array_equal(before[name], after[name])))
+  return differences
+
+
 def save_or_compare(compare_files: list[str], out: str | None, compare: Callable[[dict, dict], dict],
                     produce: Callable[[], dict[str, np.ndarray]]) -> None:
   """The command of the value-comparison scripts: `--compare=BEFORE,AFTER` prints `compare`'s JSON line

@@ -58,23 +58,18 @@ def gradients(preset: str) -> dict[str, np.ndarray]:
 
 
 def compare(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> dict:
-  names = sorted(set(before) - {VALUE})
-  if names != sorted(set(after) - {VALUE}):
-    raise app.UsageError("the two files hold different parameters; were they written with the same preset?")
-  magnitudes = {n: float(np.abs(before[n]).max(initial=0.0)) for n in names}
-  largest = max(magnitudes.values())
+  differences = common.array_differences(before, after, VALUE)
+  largest = max(magnitude for _, magnitude, _ in differences.values())
   worst = {False: (0.0, None), True: (0.0, None)}  # small array? -> (largest relative difference, its name)
-  for name in names:
-    relative = (float(np.abs(after[name] - before[name]).max(initial=0.0))
-                / max(magnitudes[name], np.finfo(np.float32).tiny))
-    small = magnitudes[name] < SMALL * largest
+  for name, (relative, magnitude, _) in differences.items():
+    small = magnitude < SMALL * largest
     worst[small] = max(worst[small], (relative, name), key=lambda pair: pair[0])
   return {"value_before": float(before[VALUE]), "value_after": float(after[VALUE]),
           "value_bitwise_equal": bool(np.array_equal(before[VALUE], after[VALUE])),
-          "gradient_arrays": len(names),
-          "bitwise_equal_arrays": sum(np.array_equal(before[n], after[n]) for n in names),
+          "gradient_arrays": len(differences),
+          "bitwise_equal_arrays": sum(equal for _, _, equal in differences.values()),
           "max_relative_difference": worst[False][0], "max_difference_at": worst[False][1],
-          "small_arrays": sum(magnitudes[n] < SMALL * largest for n in names),
+          "small_arrays": sum(magnitude < SMALL * largest for _, magnitude, _ in differences.values()),
           "max_relative_difference_of_small_arrays": worst[True][0], "small_max_difference_at": worst[True][1]}
 
 

@@ -41,20 +41,14 @@ def run_steps(config, steps: int) -> dict[str, np.ndarray]:
 
 def compare(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> dict:
   """Bitwise equality of the losses and parameters, and the worst relative difference."""
-  names = sorted(set(before) - {LOSSES})
-  if names != sorted(set(after) - {LOSSES}):
-    raise app.UsageError("the two files hold different parameters; were they written with the same config?")
-  worst, worst_name = 0.0, None
-  for name in names:
-    difference = float(np.max(np.abs(after[name] - before[name]), initial=0.0))
-    relative = difference / max(float(np.max(np.abs(before[name]), initial=0.0)), np.finfo(np.float32).tiny)
-    if relative > worst:
-      worst, worst_name = relative, name
+  differences = common.array_differences(before, after, LOSSES)
+  worst, worst_name = max(((relative, name) for name, (relative, _, _) in differences.items()),
+                          default=(0.0, None))
   return {"losses_before": before[LOSSES].tolist(), "losses_after": after[LOSSES].tolist(),
           "losses_bitwise_equal": bool(np.array_equal(before[LOSSES], after[LOSSES])),
-          "parameter_arrays": len(names),
-          "bitwise_equal_arrays": sum(np.array_equal(before[n], after[n]) for n in names),
-          "max_relative_difference": worst, "max_difference_at": worst_name}
+          "parameter_arrays": len(differences),
+          "bitwise_equal_arrays": sum(equal for _, _, equal in differences.values()),
+          "max_relative_difference": worst, "max_difference_at": worst_name if worst > 0 else None}
 
 
 def main(argv) -> None:

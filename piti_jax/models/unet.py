@@ -36,7 +36,7 @@ class ResBlock(nnx.Module):
 
   def __init__(self, channels: int, emb_channels: int, out_channels: int, dropout: float, *,
                dtype: jnp.dtype, rngs: nnx.Rngs | None, resample: str | None = None):
-    self.resample = {None: None, "down": avg_pool_2x, "up": upsample_nearest_2x}[resample]
+    self.resample = {None: identity, "down": avg_pool_2x, "up": upsample_nearest_2x}[resample]
     self.in_layers = nnx.List([
         GroupNorm32(channels, swish=True, dtype=dtype),
         identity,
@@ -59,10 +59,9 @@ class ResBlock(nnx.Module):
     # (Conv2d.recomputing); in_layers[1] is the identity. The out-norm's is not: with the dropout
     # between, it cost more time than it saved memory (docs/performance.md, section 19).
     in_norm, in_conv = self.in_layers[0], self.in_layers[2]
-    resample = self.resample or identity
-    h = in_conv.recomputing(lambda x, scale, bias: resample(in_norm.with_affine(x, scale, bias)),
+    h = in_conv.recomputing(lambda x, scale, bias: self.resample(in_norm.with_affine(x, scale, bias)),
                             x, in_norm.scale[...], in_norm.bias[...])
-    x = resample(x)
+    x = self.resample(x)
     emb_out = self.emb_layers[1](self.emb_layers[0](emb))
     scale, shift = jnp.split(emb_out, 2, axis=-1)
     h = self.out_layers[0].modulated_silu(h, scale, shift)
