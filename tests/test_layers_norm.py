@@ -1,6 +1,8 @@
 """`layers.normalize_affine` (GroupNorm / InstanceNorm + activation with a closed-form backward)
 against JAX's own autodiff of the plain formula, computed in float64."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,6 +33,8 @@ def value_and_grads(norm, x, scale, bias, groups, activation, weight):
     ((2, 8, 8, 64), 32, "identity", False),      # GroupNorm32 alone
     ((2, 16, 64), 32, "identity", False),        # token-shaped input (B, L, C)
     ((2, 16, 16, 8), 8, "leaky_relu", False),    # InstanceNorm + LeakyReLU(0.2), as in the task encoder
+    ((2, 32, 32, 64), 32, "silu", True),         # 1024 positions: statistics summed in stages on a CPU
+    ((2, 32, 32, 8), 8, "leaky_relu", False),    # ... and InstanceNorm's backward sums too
 ])
 def test_values_and_gradients_match_float64_autodiff(shape, groups, activation, per_sample):
   rng = np.random.default_rng(0)
@@ -58,3 +62,35 @@ def test_bfloat16_input_gets_a_bfloat16_gradient():
       x, scale, bias)
   assert [g.dtype for g in grads] == [jnp.bfloat16, jnp.float32, jnp.float32]
   assert all(bool(jnp.all(jnp.isfinite(g))) for g in grads)
+
+
+def _windowed_sums_over_whole_maps(fn, *args) -> int:
+  """How many of XLA's windowed sums in fn's compiled program read an array as large as args[0].
+
+  XLA:CPU computes a long sum as a windowed sum, which cannot compute its input in place: an
+  elementwise map feeding it is first written out whole."""
+  hlo = jax.jit(fn).lower(*args).compile().as_text()
+  inputs = re.findall(r"%wrapped_reduce-window_computation\S* \(param_0\S*: f32\[([\d,]+)\]", hlo)
+  return sum(int(np.prod([int(d) for d in dims.split(",")])) >= args[0].size for dims in inputs)
+
+
+def test_staged_sums_match_float64_and_read_no_whole_map_through_a_windowed_sum():
+  """On a CPU, long sums over positions take their input in place instead of writing it out whole first."""
+  rng = np.random.default_rng(0)
+  x = rng.normal(1.0, 2.0, (3, 4096, 5))
+  np.testing.assert_allclose(np.asarray(layers.sum_over_positions(jnp.asarray(x, jnp.float32))), x.sum(axis=1),
+                             rtol=1e-6)
+  grad = rng.normal(size=(2, 32, 32, 6))
+  bias_grad = jax.grad(lambda b: jnp.sum(layers.add_channel_bias(jnp.zeros((2, 32, 32, 6)), b) * grad))(jnp.zeros(6))
+  np.testing.assert_allclose(np.asarray(bias_grad), grad.sum(axis=(0, 1, 2)), rtol=1e-5)
+
+  maps = jnp.ones((2, 64, 64, 16))
+  scale, bias = jnp.ones(16), jnp.zeros(16)
+  # InstanceNorm forward and backward (XLA's own sums: 5 of them over (x - mean)^2, the gradient and its products)
+  instance_norm_vjp = lambda x, g: jax.vjp(lambda x: layers.normalize_affine(x, scale, bias, 16, "leaky_relu"), x)[1](g)
+  assert _windowed_sums_over_whole_maps(instance_norm_vjp, maps, maps) == 0
+  # GroupNorm's statistics
+  assert _windowed_sums_over_whole_maps(lambda x: layers.normalize_affine(x, scale, bias, 8, "silu"), maps) == 0
+  # a convolution bias's gradient
+  bias_vjp = lambda y, g: jax.vjp(lambda b: layers.add_channel_bias(y, b), bias)[1](g)
+  assert _windowed_sums_over_whole_maps(bias_vjp, maps, maps) == 0

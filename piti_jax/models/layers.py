@@ -31,6 +31,11 @@ from piti_jax.models import conv_gradients
 
 GROUP_NORM_GROUPS = 32
 NORM_EPS = 1e-5
+# `sum_over_positions`: positions per partial sum of the first stage (XLA:CPU leaves a reduction
+# alone when every axis it sums is shorter than 32), and the fewest positions it stages (at 16x16
+# maps one plain sum was faster).
+POSITION_SUM_STAGE = 16
+STAGED_SUM_MIN_POSITIONS = 1024
 LEAKY_RELU_SLOPE = 0.2  # PITI's nn.LeakyReLU(0.2): the task encoder and the pix2pix critic
 
 
@@ -197,7 +202,7 @@ class Conv2d(nnx.Module):
 
     apply.defvjp(forward, backward)
     y = apply(self.kernel[...], *inputs)
-    return y + self.bias[...].astype(self.dtype) if with_bias else y
+    return add_channel_bias(y, self.bias[...]) if with_bias else y
 
   def before_norm(self, x: jax.Array) -> jax.Array:
     """The convolution without its bias, for a conv whose output goes straight into an InstanceNorm.
@@ -225,7 +230,48 @@ def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, *, stride: i
     y = conv_gradients.conv_with_cpu_gradients(x, kernel, stride, padding)
   else:
     y = conv_gradients.conv(x, kernel, stride, padding)
-  return y if bias is None else y + bias.astype(dtype)
+  return y if bias is None else add_channel_bias(y, bias)
+
+
+def sum_over_positions(x: jax.Array) -> jax.Array:
+  """The sum over axis 1 (positions): x (N, P, ...) -> (N, ...), in x's dtype.
+
+  On a CPU, P of 32 or more (and a multiple of 16) is summed in two stages: groups of 16
+  positions, then the P / 16 partial sums. XLA:CPU rewrites a sum over an axis of 32 or more into a
+  windowed reduction (a tree, for accuracy) that cannot compute its input in place, so an
+  elementwise map feeding the sum, such as (x - mean)^2 in a norm's statistics or the output
+  gradient times the normalised map in its backward pass, is written out whole and read again.
+  The first stage sums an axis of 16, which XLA leaves a plain reduction that computes its input
+  as it reads it; the barrier keeps XLA from merging the stages back into one sum before that
+  rewrite. Same value up to summation order; GPU and TPU backends get `x.sum(axis=1)`.
+  """
+  positions = x.shape[1]
+  if jax.default_backend() != "cpu" or positions < STAGED_SUM_MIN_POSITIONS or positions % POSITION_SUM_STAGE:
+    return x.sum(axis=1)
+  partial = x.reshape(x.shape[0], positions // POSITION_SUM_STAGE, POSITION_SUM_STAGE, *x.shape[2:]).sum(axis=2)
+  return jax.lax.optimization_barrier(partial).sum(axis=1)
+
+
+@jax.custom_vjp
+def add_channel_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
+  """y + bias over the last axis; y (..., C) in any float dtype, bias float32 (C,); y's dtype.
+
+  The bias gradient sums the output gradient over all other axes with `sum_over_positions`, in
+  float32.
+  """
+  return y + bias.astype(y.dtype)
+
+
+def _add_channel_bias_forward(y, bias):
+  return add_channel_bias(y, bias), bias
+
+
+def _add_channel_bias_backward(bias, out_grad):
+  bias_grad = sum_over_positions(out_grad.astype(jnp.float32).reshape(1, -1, bias.shape[0]))[0]
+  return out_grad, bias_grad.astype(bias.dtype)
+
+
+add_channel_bias.defvjp(_add_channel_bias_forward, _add_channel_bias_backward)
 
 
 def _after(signal: jax.Array, x: jax.Array) -> jax.Array:
@@ -312,8 +358,10 @@ def normalize_affine(x: jax.Array, scale: jax.Array, bias: jax.Array, groups: in
 
 def _group_statistics(grouped: jax.Array) -> tuple[jax.Array, jax.Array]:
   """float32 (B, positions, groups, C // groups) -> mean and 1/std, each (B, 1, groups, 1)."""
-  mean = grouped.mean(axis=(1, 3), keepdims=True)
-  inv_std = jax.lax.rsqrt(jnp.square(grouped - mean).mean(axis=(1, 3), keepdims=True) + NORM_EPS)
+  count = grouped.shape[1] * grouped.shape[3]
+  group_mean = lambda a: sum_over_positions(a).sum(axis=-1)[:, None, :, None] / count
+  mean = group_mean(grouped)
+  inv_std = jax.lax.rsqrt(group_mean(jnp.square(grouped - mean)) + NORM_EPS)
   return mean, inv_std
 
 
@@ -365,8 +413,11 @@ def _normalize_affine_backward(groups, activation, residuals, output_grad):
   derivative = ACTIVATIONS[activation][1]
   if derivative is not None:
     grad = grad * derivative(normalized * group_scale + _per_group(bias, groups))
-  grad_sum = grad.sum(axis=1)  # (B, groups, C // groups)
-  grad_normalized_sum = (grad * normalized).sum(axis=1)
+  # One channel per group (InstanceNorm): staged sums, 2-3x faster at the task encoder's maps. With
+  # several (GroupNorm) XLA:CPU's one-pass sums were faster (docs/performance.md section 20).
+  position_sum = sum_over_positions if groups == x.shape[-1] else (lambda a: a.sum(axis=1))
+  grad_sum = position_sum(grad)  # (B, groups, C // groups)
+  grad_normalized_sum = position_sum(grad * normalized)
   count = normalized.shape[1] * normalized.shape[3]
   mean_term = (grad_sum * group_scale[:, 0]).sum(axis=-1, keepdims=True)[:, None] / count  # (B, 1, groups, 1)
   slope_term = (grad_normalized_sum * group_scale[:, 0]).sum(axis=-1, keepdims=True)[:, None] / count
