@@ -236,8 +236,8 @@ def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, *, stride: i
 def sum_over_positions(x: jax.Array) -> jax.Array:
   """The sum over axis 1 (positions): x (N, P, ...) -> (N, ...), in x's dtype.
 
-  On a CPU, P of 32 or more (and a multiple of 16) is summed in two stages: groups of 16
-  positions, then the P / 16 partial sums. XLA:CPU rewrites a sum over an axis of 32 or more into a
+  On a CPU, P of STAGED_SUM_MIN_POSITIONS or more (and a multiple of 16) is summed in two stages:
+  groups of 16 positions, then the P / 16 partial sums. XLA:CPU rewrites a sum over an axis of 32 or more into a
   windowed reduction (a tree, for accuracy) that cannot compute its input in place, so an
   elementwise map feeding the sum, such as (x - mean)^2 in a norm's statistics or the output
   gradient times the normalised map in its backward pass, is written out whole and read again.
