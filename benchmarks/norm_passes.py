@@ -5,13 +5,12 @@
 `layers.normalize_affine` (GroupNorm32 with SiLU and a per-sample affine as in the UNet's
 ResBlocks; InstanceNorm with LeakyReLU as in the task encoder), jitted as the forward pass alone
 and as the pullback of the input, scale and bias (which includes the statistics). One JSON line
-per layer: median ms of --repeats runs, the programs taking turns. Run it at two commits to
+per layer: median ms of --repeats runs and their spreads, the programs taking turns. Run it at two commits to
 compare versions (docs/performance.md section 20). Runs on the default JAX device.
 """
 
+import functools
 import json
-import statistics
-import time
 
 import piti_jax  # noqa: F401  (sets the project's XLA:CPU flags before JAX starts)
 import jax
@@ -20,6 +19,8 @@ import numpy as np
 from absl import app, flags
 
 from piti_jax.models import layers
+
+import common
 
 _REPEATS = flags.DEFINE_integer("repeats", 25, "Timed runs per program; the median is reported.")
 
@@ -35,34 +36,33 @@ LAYERS = [
 ]
 
 
+def layer_calls(shape, groups: int, activation: str, per_sample: bool, rng: np.random.Generator) -> dict:
+  """"forward" and "forward_and_backward": argument-free calls of the jitted norm at one layer's shapes."""
+  affine_shape = (shape[0], shape[-1]) if per_sample else (shape[-1],)
+  x, grad = (jnp.asarray(rng.standard_normal(shape, dtype=np.float32)) for _ in range(2))
+  scale, bias = (jnp.asarray(rng.standard_normal(affine_shape, dtype=np.float32)) for _ in range(2))
+  norm = functools.partial(layers.normalize_affine, groups=groups, activation=activation)
+  backward = jax.jit(lambda x, s, b, g: jax.vjp(norm, x, s, b)[1](g))
+  return {"forward": functools.partial(jax.jit(norm), x, scale, bias),
+          "forward_and_backward": functools.partial(backward, x, scale, bias, grad)}
+
+
 def main(argv):
   del argv
   rng = np.random.default_rng(0)
-  programs = []
-  for name, shape, groups, activation, per_sample in LAYERS:
-    affine_shape = (shape[0], shape[-1]) if per_sample else (shape[-1],)
-    x, grad = (jnp.asarray(rng.standard_normal(shape, dtype=np.float32)) for _ in range(2))
-    scale, bias = (jnp.asarray(rng.standard_normal(affine_shape, dtype=np.float32)) for _ in range(2))
-    norm = lambda x, s, b, groups=groups, activation=activation: layers.normalize_affine(x, s, b, groups, activation)
-    forward = jax.jit(norm)
-    backward = jax.jit(lambda x, s, b, g, norm=norm: jax.vjp(norm, x, s, b)[1](g))
-    programs.append((name, shape, groups, activation, [(forward, (x, scale, bias)), (backward, (x, scale, bias, grad))]))
-  times = {name: ([], []) for name, *_ in programs}
-  for _, _, _, _, fns in programs:
-    for fn, args in fns:
-      jax.block_until_ready(fn(*args))
-  for _ in range(_REPEATS.value):
-    for name, _, _, _, fns in programs:
-      for (fn, args), record in zip(fns, times[name]):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        record.append(time.perf_counter() - start)
-  for name, shape, groups, activation, _ in programs:
-    forward_s, backward_s = times[name]
+  calls = {name: layer_calls(shape, groups, activation, per_sample, rng)
+           for name, shape, groups, activation, per_sample in LAYERS}
+  times = {(name, kind): [] for name, kinds in calls.items() for kind in kinds}
+  for name, kind in times:
+    jax.block_until_ready(calls[name][kind]())  # compile
+  for _ in range(_REPEATS.value):  # the programs take turns, so they see the same host load
+    for name, kind in times:
+      times[name, kind] += common.timed(calls[name][kind], 1)
+  for name, shape, groups, activation, _ in LAYERS:
     print(json.dumps({"layer": name, "shape": shape, "groups": groups, "activation": activation,
                       "device": jax.devices()[0].platform, "repeats": _REPEATS.value,
-                      "forward_ms": round(1e3 * statistics.median(forward_s), 3),
-                      "forward_and_backward_ms": round(1e3 * statistics.median(backward_s), 3)}))
+                      **{f"{kind}_ms": common.median_ms(times[name, kind]) for kind in calls[name]},
+                      **{f"{kind}_spread": common.spread(times[name, kind]) for kind in calls[name]}}))
 
 
 if __name__ == "__main__":
