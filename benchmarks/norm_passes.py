@@ -5,8 +5,8 @@
 `layers.normalize_affine` (GroupNorm32 with SiLU and a per-sample affine as in the UNet's
 ResBlocks; InstanceNorm with LeakyReLU as in the task encoder), jitted as the forward pass alone
 and as the pullback of the input, scale and bias (which includes the statistics). One JSON line
-per layer: median ms of --repeats runs and their spreads, the programs taking turns. Run it at two commits to
-compare versions (docs/performance.md section 20). Runs on the default JAX device.
+per layer: median ms of --repeats runs and their spreads, the programs taking turns. Run it at
+two commits to compare versions (docs/performance.md section 20). Runs on the default JAX device.
 """
 
 import functools
