@@ -46,3 +46,19 @@ def test_dropout_layer_equals_nnx_dropout():
   np.testing.assert_array_equal(dropout.Dropout(0.1)(x, deterministic=True, rngs=None), x)
   np.testing.assert_array_equal(dropout.Dropout(0.0)(x, deterministic=False, rngs=None), x)
   assert not jnp.any(dropout.Dropout(1.0)(x, deterministic=False, rngs=nnx.Rngs(dropout=5)))
+
+
+def test_the_hash_runs_once_per_mask_in_a_forward_and_backward_pass():
+  shape = (2, 8, 8, 16)
+
+  def loss(x, kernel, key):
+    h = jax.lax.select(dropout.keep_mask(key, 0.9, shape), jax.nn.silu(x) / 0.9, jnp.zeros(shape))
+    y = jax.lax.conv_general_dilated(h, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return (y**2).sum()
+
+  x = jax.random.normal(jax.random.key(0), shape)
+  kernel = jnp.full((3, 3, 16, 16), 0.01)
+  hlo = jax.jit(jax.grad(loss)).lower(x, kernel, jax.random.key_data(jax.random.key(1))).compile().as_text()
+  # XLA computations holding the unrolled hash (20 rounds, 20 xors). Unpacked, the mask's hash
+  # was fused into the forward select and again into the backward one.
+  assert [text.count(" xor(") >= 20 for text in hlo.split("\n\n")].count(True) == 1

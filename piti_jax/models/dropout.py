@@ -59,7 +59,11 @@ def keep_mask(key: jax.Array, keep_prob: float, shape: tuple[int, ...]) -> jax.A
   JAX draws by default) the hash runs unrolled here: the counter of element i is the 64-bit i,
   the 32 random bits are the two output words xor-ed, and `bernoulli` keeps an element when the
   float32 in [0, 1) made of the top 23 bits is below float32(keep_prob), i.e. when those 23 bits
-  as an integer are below ceil(float32(keep_prob) * 2^23).
+  as an integer are below ceil(float32(keep_prob) * 2^23). The mask is then packed 8 elements to
+  a byte and unpacked again: XLA fuses cheap elementwise producers into every consumer, so the
+  hash would be computed once more in each fusion that reads the mask (the dropout's forward pass
+  and its backward pass, two or three fusions); the packing is a reduction, which XLA:CPU
+  computes once and does not fuse into its consumers, so they read one bit per element instead.
   """
   data = _threefry_key_data(key)
   size = math.prod(shape)
@@ -70,7 +74,13 @@ def keep_mask(key: jax.Array, keep_prob: float, shape: tuple[int, ...]) -> jax.A
   word0, word1 = threefry2x32(data, jnp.zeros(shape, jnp.uint32), low)
   mantissa = jax.lax.shift_right_logical(word0 ^ word1, jnp.uint32(32 - _FLOAT32_MANTISSA_BITS))
   threshold = math.ceil(float(np.float32(keep_prob)) * 2.0**_FLOAT32_MANTISSA_BITS)
-  return mantissa < jnp.uint32(threshold)
+  mask = mantissa < jnp.uint32(threshold)
+  if size % 8:
+    return mask
+  bit_values = jnp.left_shift(jnp.uint8(1), jnp.arange(8, dtype=jnp.uint8))
+  packed = jax.lax.reduce(jnp.where(mask.reshape(size // 8, 8), bit_values, jnp.uint8(0)), jnp.uint8(0),
+                          jax.lax.bitwise_or, (1,))
+  return ((packed[:, None] & bit_values) != 0).reshape(shape)
 
 
 class Dropout(nnx.Module):
