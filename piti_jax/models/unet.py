@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from piti_jax.errors import PitiError
+from piti_jax.models.dropout import Dropout
 from piti_jax.models.layers import (Conv2d, Dense, GroupNorm32, avg_pool_2x, identity, qkv_attention,
                                     resize_bilinear, split_heads, timestep_embedding, upsample_nearest_2x)
 
@@ -46,7 +47,7 @@ class ResBlock(nnx.Module):
     self.out_layers = nnx.List([
         GroupNorm32(out_channels, swish=False, dtype=dtype),
         identity,  # the SiLU is applied with the scale-shift inside `GroupNorm32.modulated_silu`
-        nnx.Dropout(dropout),
+        Dropout(dropout),
         Conv2d(out_channels, out_channels, 3, dtype=dtype, rngs=rngs, zero_init=True),
     ])
     if out_channels == channels:
