@@ -4,13 +4,14 @@
   python benchmarks/dropout_masks.py --config=configs/bench.py:tiny --config.train.global_batch_size=4 --mode=stage2
 
 Two programs per map size and mask source: the dropout alone (draw the mask, scale the kept
-elements, zero the rest), and a ResBlock's out path. The path is the UNet ResBlock's after its in-convolution: the out-norm with the timestep's
-scale-shift and SiLU (`GroupNorm32.modulated_silu`), dropout at rate 0.1, the 3x3 out-convolution;
-jitted as the gradient of a sum of squares with respect to the input and the parameters, so the
-mask is used by the forward and the backward pass as in a train step. The two programs differ only
-in how the mask is drawn (the masks are equal bit for bit); all programs take turns. One JSON line
-per map size: median ms of --repeats runs per program and mask source, their spreads, and whether
-the outputs of the two mask sources are bitwise equal (docs/performance.md, section 21). Runs on the default JAX device.
+elements, zero the rest), and a UNet ResBlock's out path after its in-convolution: the out-norm
+with the timestep's scale-shift and SiLU (`GroupNorm32.modulated_silu`), dropout at rate 0.1, the
+3x3 out-convolution, jitted as the gradient of a sum of squares with respect to the input and the
+parameters, so the mask is used by the forward and the backward pass as in a train step. The two
+mask sources give equal masks bit for bit; all programs take turns. One JSON line per map size:
+median ms of --repeats runs per program and mask source, their spreads, and whether the outputs
+of the two mask sources are bitwise equal (docs/performance.md, section 21). Runs on the default
+JAX device.
 
 With --config, the whole train step of that job instead: compiled twice in this process, once as
 the project runs it and once with `jax.random.bernoulli` in place of `dropout.keep_mask`, then
