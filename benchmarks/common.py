@@ -172,6 +172,16 @@ def timed(fn: Callable[[], Any], repeats: int) -> list[float]:
   return times
 
 
+def timed_in_turns(calls: dict[Any, Callable[[], Any]], repeats: int) -> dict[Any, list[float]]:
+  """Wall seconds of `repeats` runs of each (already compiled) call, the calls taking turns run by run,
+  so they all see the same host load."""
+  times = {key: [] for key in calls}
+  for _ in range(repeats):
+    for key, call in calls.items():
+      times[key] += timed(call, 1)
+  return times
+
+
 def matmul_peak() -> float:
   return accounting.measured_matmul_peak()
 

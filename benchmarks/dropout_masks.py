@@ -115,10 +115,7 @@ def main(argv):
   calls = {(name, program, source): build(shape, draw_mask, np.random.default_rng(0))
            for name, shape in MAPS for program, build in programs.items() for source, draw_mask in MASKS.items()}
   results = {case: jax.block_until_ready(call()) for case, call in calls.items()}  # compile
-  times = {case: [] for case in calls}
-  for _ in range(_REPEATS.value):  # the programs take turns, so they see the same host load
-    for case, call in calls.items():
-      times[case] += common.timed(call, 1)
+  times = common.timed_in_turns(calls, _REPEATS.value)
   for name, shape in MAPS:
     line = {"map": name, "shape": shape, "dropout": RATE, "device": jax.devices()[0].platform,
             "repeats": _REPEATS.value}

@@ -52,12 +52,10 @@ def main(argv):
   rng = np.random.default_rng(0)
   calls = {name: layer_calls(shape, groups, activation, per_sample, rng)
            for name, shape, groups, activation, per_sample in LAYERS}
-  times = {(name, kind): [] for name, kinds in calls.items() for kind in kinds}
-  for name, kind in times:
-    jax.block_until_ready(calls[name][kind]())  # compile
-  for _ in range(_REPEATS.value):  # the programs take turns, so they see the same host load
-    for name, kind in times:
-      times[name, kind] += common.timed(calls[name][kind], 1)
+  programs = {(name, kind): call for name, kinds in calls.items() for kind, call in kinds.items()}
+  for call in programs.values():
+    jax.block_until_ready(call())  # compile
+  times = common.timed_in_turns(programs, _REPEATS.value)
   for name, shape, groups, activation, _ in LAYERS:
     print(json.dumps({"layer": name, "shape": shape, "groups": groups, "activation": activation,
                       "device": jax.devices()[0].platform, "repeats": _REPEATS.value,
