@@ -17,6 +17,9 @@ over the --steps traced steps (after as many untraced ones):
   runs there untraced; docs/performance.md, section 13), `other_gaps_ms` are the rest of the gaps
   of 20 us or more (both threads waiting), `short_gaps_ms` the rest of shorter ones (the runtime
   moving from op to op); `outside_ops_ms` is the step's time before its first op and after its last.
+- `convolution_gflop`, `dot_gflop`: FLOPs of the convolutions and dots the step ran (from their
+  shapes, as profile_step.py counts them), and `convolution_op_ms`, `dot_op_ms` their traced events'
+  time (for convolutions mostly the hand-over; their work is in `during_convolution_ms`).
 - `stalls_per_step`, `stall_ms` (means per step): executions of an op that took over 1 ms and over 5x the median of
   the same op across the traced steps, and the time above that median (an op that waited, e.g. for
   the second half of its work to get a thread).
@@ -163,8 +166,8 @@ def timeline(config, mode: str | None, steps: int, pin: bool) -> dict:
   switches = involuntary_switches(threads) - switches
   marks = sorted((e for e in events if e.name.startswith(STEP_MARK) and not e.op), key=lambda e: e.start_ns)
   ops = [e for e in events if e.op]
-  convolutions = {op for op in {e.op for e in ops}
-                  if op in by_name and hlo_trace.classify(by_name[op], by_name, computations)[0] == "convolution"}
+  kinds = {op: hlo_trace.classify(by_name[op], by_name, computations)[:2] for op in {e.op for e in ops} if op in by_name}
+  convolutions = {op for op, (kind, _) in kinds.items() if kind == "convolution"}
   durations = collections.defaultdict(list)
   for event in ops:
     durations[event.op].append(event.duration_ns)
@@ -174,6 +177,11 @@ def timeline(config, mode: str | None, steps: int, pin: bool) -> dict:
     end = mark.start_ns + mark.duration_ns
     window = [e for e in ops if mark.start_ns <= e.start_ns < end]
     per_step.append(step_breakdown(window, mark.start_ns, end, convolution_spans(window, convolutions, users)))
+    for event in window:
+      kind, flops = kinds.get(event.op, ("", 0.0))
+      if kind in ("convolution", "dot"):
+        per_step[-1][f"{kind}_gflop"] += flops
+        per_step[-1][f"{kind}_op_ms"] += event.duration_ns
     stalled = [e for e in window if e.duration_ns > max(STALL_MIN_NS, STALL_FACTOR * typical[e.op])]
     stalls.append((len(stalled), sum(e.duration_ns - typical[e.op] for e in stalled)))
   median_ms = lambda key: round(statistics.median(p.get(key, 0) for p in per_step) / 1e6, 2)
@@ -189,6 +197,9 @@ def timeline(config, mode: str | None, steps: int, pin: bool) -> dict:
       "other_thread_op_ms": round(sum(median_ms(key) for key in thread_keys if key not in xla_keys), 2),
       **{key: median_ms(key) for key in ("covered_ms", "during_convolution_ms", "other_gaps_ms", "short_gaps_ms",
                                          "outside_ops_ms")},
+      "convolution_gflop": round(statistics.median(p["convolution_gflop"] for p in per_step) / 1e9, 3),
+      "dot_gflop": round(statistics.median(p["dot_gflop"] for p in per_step) / 1e9, 3),
+      "convolution_op_ms": median_ms("convolution_op_ms"), "dot_op_ms": median_ms("dot_op_ms"),
       "stalls_per_step": round(statistics.mean(n for n, _ in stalls), 2),
       "stall_ms": round(statistics.mean(ns for _, ns in stalls) / 1e6, 2),
       "involuntary_switches_per_step": round(switches / steps, 1),
