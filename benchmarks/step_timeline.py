@@ -10,19 +10,19 @@ over the --steps traced steps (after as many untraced ones):
 - `dispatch_ms`: the call of the compiled step until it returns, before the step runs (JAX's
   handling of every array of the state; untraced steps), and `step_ms` until its outputs are ready.
 - `xla_thread_op_ms`: traced op time on each of XLA's intra-op threads (`other_thread_op_ms`: on
-  the runtime's other threads); `covered_ms` the part of the
-  step in which at least one traced op ran. The gaps between ops are split: `during_convolution_ms`
-  lies between a convolution's event and the first op that reads its result (on jaxlib 0.10 a
-  convolution's event ends when its Eigen work has been handed to the thread pool, so that work
-  runs there untraced; docs/performance.md, section 13), `other_gaps_ms` are the rest of the gaps
-  of 20 us or more (both threads waiting), `short_gaps_ms` the rest of shorter ones (the runtime
-  moving from op to op); `outside_ops_ms` is the step's time before its first op and after its last.
+  the runtime's other threads); `covered_ms` the part of the step in which at least one traced op
+  ran. The gaps between ops are split: `during_convolution_ms` lies between a convolution's event
+  and the first op that reads its result (on jaxlib 0.10 a convolution's event ends when its Eigen
+  work has been handed to the thread pool, so that work runs there untraced; docs/performance.md,
+  section 13), `other_gaps_ms` are the rest of the gaps of 20 us or more (both threads waiting),
+  `short_gaps_ms` the rest of shorter ones (the runtime moving from op to op); `outside_ops_ms` is
+  the step's time before its first op and after its last.
 - `convolution_gflop`, `dot_gflop`: FLOPs of the convolutions and dots the step ran (from their
   shapes, as profile_step.py counts them), and `convolution_op_ms`, `dot_op_ms` their traced events'
   time (for convolutions mostly the hand-over; their work is in `during_convolution_ms`).
-- `stalls_per_step`, `stall_ms` (means per step): executions of an op that took over 1 ms and over 5x the median of
-  the same op across the traced steps, and the time above that median (an op that waited, e.g. for
-  the second half of its work to get a thread).
+- `stalls_per_step`, `stall_ms` (means per step): executions of an op that took over 1 ms and over
+  5x the median of the same op across the traced steps, and the time above that median (an op that
+  waited, e.g. for the second half of its work to get a thread).
 - `involuntary_switches_per_step`: how often the kernel took a CPU from XLA's threads mid-work.
 
 `--pin_xla_threads` first pins XLA's intra-op threads one per CPU (sched_setaffinity), to see
@@ -66,6 +66,7 @@ def xla_threads() -> list[int]:
 
 
 def involuntary_switches(tids: list[int]) -> int:
+  """Times the kernel has preempted these threads so far (their nonvoluntary context switches)."""
   total = 0
   for tid in tids:
     with open(f"/proc/self/task/{tid}/status") as f:
@@ -166,7 +167,8 @@ def timeline(config, mode: str | None, steps: int, pin: bool) -> dict:
   switches = involuntary_switches(threads) - switches
   marks = sorted((e for e in events if e.name.startswith(STEP_MARK) and not e.op), key=lambda e: e.start_ns)
   ops = [e for e in events if e.op]
-  kinds = {op: hlo_trace.classify(by_name[op], by_name, computations)[:2] for op in {e.op for e in ops} if op in by_name}
+  kinds = {op: hlo_trace.classify(by_name[op], by_name, computations)[:2]
+           for op in {e.op for e in ops} if op in by_name}
   convolutions = {op for op, (kind, _) in kinds.items() if kind == "convolution"}
   durations = collections.defaultdict(list)
   for event in ops:
