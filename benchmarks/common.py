@@ -65,12 +65,14 @@ def with_mode(config: ml_collections.ConfigDict, mode: str | None) -> ml_collect
 class StepCost:
   """One timed train step.
 
-  wall_s: wall seconds. cpu_s: the process's CPU seconds over all threads (on a machine shared
-  with other jobs they show the work done, which wall time does not). system_s: the kernel's
-  part of cpu_s. page_faults: minor page faults (first touches of memory the process got from
-  the OS).
+  wall_s: wall seconds. dispatch_s: the part of them until the step call returned, before the
+  step ran (JAX's handling of the state's arrays). cpu_s: the process's CPU seconds over all
+  threads (on a machine shared with other jobs they show the work done, which wall time does
+  not). system_s: the kernel's part of cpu_s. page_faults: minor page faults (first touches of
+  memory the process got from the OS).
   """
   wall_s: float
+  dispatch_s: float
   cpu_s: float
   system_s: float
   page_faults: int
@@ -95,10 +97,12 @@ class StepBench:
       for _ in range(steps):
         usage, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         self.state, self.last_metrics = self.compiled(self.state, self.batch, self.trainer.functions.extras)
+        dispatch = time.perf_counter() - start
         jax.block_until_ready(self.last_metrics)
         wall = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_SELF)
-        costs.append(StepCost(wall_s=wall, cpu_s=after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime,
+        costs.append(StepCost(wall_s=wall, dispatch_s=dispatch,
+                              cpu_s=after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime,
                               system_s=after.ru_stime - usage.ru_stime,
                               page_faults=after.ru_minflt - usage.ru_minflt))
     return costs

@@ -34,7 +34,6 @@ import json
 import os
 import statistics
 import tempfile
-import time
 
 import jax
 from absl import app, flags
@@ -74,30 +73,13 @@ def involuntary_switches(tids: list[int]) -> int:
   return total
 
 
-def dispatch_and_step_ms(bench: common.StepBench, steps: int) -> tuple[float, float]:
-  """Median ms until the step call returns, and until its outputs are ready."""
-  dispatch, total = [], []
-  extras = bench.trainer.functions.extras
-  with jax.set_mesh(bench.mesh):
-    for _ in range(steps):
-      start = time.perf_counter()
-      bench.state, metrics = bench.compiled(bench.state, bench.batch, extras)
-      returned = time.perf_counter()
-      jax.block_until_ready(metrics)
-      dispatch.append(returned - start)
-      total.append(time.perf_counter() - start)
-  return common.median_ms(dispatch), common.median_ms(total)
-
-
 def traced_steps(bench: common.StepBench, steps: int) -> list[hlo_trace.Event]:
   """Events of `steps` steps run under the profiler, each step inside a `STEP_MARK{i}` annotation."""
-  extras = bench.trainer.functions.extras
-  with tempfile.TemporaryDirectory() as trace_dir, jax.set_mesh(bench.mesh):
+  with tempfile.TemporaryDirectory() as trace_dir:
     jax.profiler.start_trace(trace_dir)
     for i in range(steps):
       with jax.profiler.TraceAnnotation(f"{STEP_MARK}{i}"):
-        bench.state, metrics = bench.compiled(bench.state, bench.batch, extras)
-        jax.block_until_ready(metrics)
+        bench.run(1)
     jax.profiler.stop_trace()
     return hlo_trace.trace_events(trace_dir)
 
@@ -161,7 +143,7 @@ def timeline(config, mode: str | None, steps: int, pin: bool) -> dict:
   for instruction in by_name.values():
     for operand in instruction.operands:
       users[operand].add(instruction.name)
-  dispatch_ms, step_ms = dispatch_and_step_ms(bench, steps)
+  untraced = bench.run(steps)
   switches = involuntary_switches(threads)
   events = traced_steps(bench, steps)
   switches = involuntary_switches(threads) - switches
@@ -193,7 +175,8 @@ def timeline(config, mode: str | None, steps: int, pin: bool) -> dict:
       "config": bench.config.model.preset, "mode": mode or bench.config.train.trainable or "all",
       "global_batch": bench.config.train.global_batch_size, "device": jax.devices()[0].platform,
       "steps": steps, "xla_threads": len(threads), "pinned": pin,
-      "dispatch_ms": dispatch_ms, "step_ms": step_ms,
+      "dispatch_ms": common.median_ms([cost.dispatch_s for cost in untraced]),
+      "step_ms": common.median_ms([cost.wall_s for cost in untraced]),
       "traced_step_ms": round(statistics.median(m.duration_ns for m in marks) / 1e6, 2),
       "xla_thread_op_ms": [median_ms(key) for key in xla_keys],
       "other_thread_op_ms": round(sum(median_ms(key) for key in thread_keys if key not in xla_keys), 2),
