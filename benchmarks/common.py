@@ -112,10 +112,13 @@ def build_step(config: ml_collections.ConfigDict, mode: str | None = None, seed:
                clear_caches: bool = False, on_stage: Callable[[str], None] = lambda stage: None) -> StepBench:
   """Compiles the train step of `config` (in `mode`) and, with `warm_up`, runs one step.
 
-  `clear_caches` empties JAX's caches of traced, lowered and compiled functions once the step
-  is compiled (`jax.clear_caches()`; the compiled step is kept). `on_stage` is called after each
-  stage of the build: "backend" (the mesh made), "trainer", "state" (the initial state),
-  "lowered", "compiled", and with `clear_caches` "caches_cleared".
+  `clear_caches` builds it as `python -m piti_jax.main` does (`loop._Run.compiled_step`): the step
+  compiled for the state's shapes before the state exists, JAX's caches of traced, lowered and
+  compiled functions emptied (`jax.clear_caches()`; the compiled step is kept), then the state
+  made and the caches emptied again. `on_stage` is called after each stage of the build:
+  "backend" (the mesh made), "trainer", "state" (the initial state), "lowered", "compiled",
+  and with `clear_caches` "caches_cleared" (after the compile; the order is then backend,
+  trainer, lowered, compiled, caches_cleared, state).
   """
   config = with_mode(config, mode)
   mesh = partition.make_mesh(config.mesh.data, config.mesh.fsdp)
@@ -123,19 +126,29 @@ def build_step(config: ml_collections.ConfigDict, mode: str | None = None, seed:
   with jax.set_mesh(mesh):
     trainer = loop.Trainer(config, mesh)
     on_stage("trainer")
-    state = trainer.create_state_for(config.seed, config.init)
-    on_stage("state")
     batch = trainer.global_batch(random_batch(config, np.random.default_rng(seed)))
-    start = time.perf_counter()
-    lowered = trainer.lower_step(state, batch)
-    on_stage("lowered")
-    compiled = lowered.compile()
-    compile_s = time.perf_counter() - start
-    del lowered
-    on_stage("compiled")
+
+    def compile_for(state):
+      start = time.perf_counter()
+      lowered = trainer.lower_step(state, batch)
+      on_stage("lowered")
+      compiled = lowered.compile()
+      compile_s = time.perf_counter() - start
+      del lowered
+      on_stage("compiled")
+      return compiled, compile_s
+
     if clear_caches:
+      compiled, compile_s = compile_for(trainer.abstract_sharded_state())
       jax.clear_caches()
       on_stage("caches_cleared")
+      state = trainer.create_state_for(config.seed, config.init)
+      jax.clear_caches()
+      on_stage("state")
+    else:
+      state = trainer.create_state_for(config.seed, config.init)
+      on_stage("state")
+      compiled, compile_s = compile_for(state)
     bench = StepBench(config, mesh, trainer, state, batch, compiled, compile_s)
   if warm_up:
     bench.run(1)

@@ -3,13 +3,13 @@
   python benchmarks/memory_stages.py --config=configs/bench.py:tiny --config.train.global_batch_size=4 --mode=stage2
   heaptrack python benchmarks/memory_stages.py ... --stop_after=compiled   # what is live at that point
 
-Builds the train step the way the step benchmarks do (`common.build_step`) and prints one JSON line
-with the RSS in MiB after each stage, each read after `rss.reset_peak()` (glibc
-`malloc_trim`, so freed heap pages do not count): the imports with the JAX backend started,
-the Trainer, the initial state (its init programs compiled and run), the lowered step, the
-compiled step, the compiled step after `jax.clear_caches()` (JAX's caches of traced and
-lowered functions and the init programs dropped), and per timed step the RSS before it and
-the peak during it.
+Builds the train step as `python -m piti_jax.main` does (`common.build_step(clear_caches=True)`)
+and prints one JSON line with the RSS in MiB after each stage, each read after `rss.reset_peak()`
+(glibc `malloc_trim`, so freed heap pages do not count): the imports with the JAX backend started,
+the Trainer, the step lowered and compiled for the state's shapes, the compiled step after
+`jax.clear_caches()` (JAX's caches of traced and lowered functions dropped), the initial state
+(its init programs compiled, run and dropped), and per timed step the RSS before it and the peak
+during it.
 With --stop_after the process leaves right after that stage without freeing anything, so a
 heap profiler sees what is live there. Runs with glibc's huge-page malloc as the project's
 entry points do (piti_jax/huge_pages.py).
@@ -31,7 +31,7 @@ from piti_jax import huge_pages  # noqa: E402
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/bench.py:tiny", "Job config.")
 _MODE = flags.DEFINE_string("mode", None, "stage1 / stage2 / pretrain (default: the config's trainable set).")
 _STEPS = flags.DEFINE_integer("steps", 3, "Timed steps after the stages.")
-STAGES = ("backend", "trainer", "state", "lowered", "compiled", "caches_cleared")
+STAGES = ("backend", "trainer", "lowered", "compiled", "caches_cleared", "state")
 _STOP_AFTER = flags.DEFINE_enum("stop_after", None, STAGES, "Leave right after this stage (for a heap profiler).")
 
 

@@ -23,7 +23,7 @@ def planned_and_real(tmp_path_factory):
   with jax.set_mesh(mesh):
     trainer = loop.Trainer(config, mesh)
     state = trainer.create_state_for(0, config.init)
-    shapes = memory_plan.abstract_batch(config, mesh)
+    shapes = trainer.abstract_batch()
     batch = trainer.global_batch({k: np.zeros(v.shape, v.dtype) for k, v in shapes.items()})
     compiled = trainer.lower_step(state, batch).compile()
   return plan, state, compiled

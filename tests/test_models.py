@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 
 from piti_jax.errors import PitiError
-from piti_jax.models import create_model
+from piti_jax.models import create_model, layers
 from piti_jax.models.layers import (Conv2d, GroupNorm32, Init, avg_pool_2x, exact_gelu, qkv_attention, resize_bilinear,
                                    timestep_embedding)
 from piti_jax.models.task_encoder import CNN
@@ -94,9 +94,9 @@ def test_fresh_unet_outputs_zeros():
 
 def test_zero_init_only_where_the_reference_zero_inits():
   state = dict(nnx.to_flat_state(nnx.state(_piti_fresh(), nnx.Param)))
-  layers = {path[:-1] for path in state if path[-1] == "kernel"}  # Linear and Conv layers (not norms)
-  zero = {path for path, v in state.items() if path[:-1] in layers and not np.any(np.asarray(v[...]))}
-  expected = {path for path in state if path[:-1] in layers and (
+  weighted = {path[:-1] for path in state if path[-1] == "kernel"}  # Linear and Conv layers (not norms)
+  zero = {path for path, v in state.items() if path[:-1] in weighted and not np.any(np.asarray(v[...]))}
+  expected = {path for path in state if path[:-1] in weighted and (
       path[-3:-1] == ("out_layers", 3) or "proj_out" in path or path[:3] == ("decoder", "out", 2))}
   assert zero == expected
   assert any("proj_out" in p for p in zero) and ("decoder", "out", 2, "kernel") in zero
@@ -272,10 +272,15 @@ def test_qkv_attention_matches_softmax_reference():
                              rtol=1e-5, atol=1e-5)
 
 
-def test_qkv_attention_gradients_match_float64_finite_differences():
+@pytest.mark.parametrize("chunk_bytes, chunks", [(None, 1), (2 * 2 * 1 * 5 * 4, 4)])
+def test_qkv_attention_gradients_match_float64_finite_differences(monkeypatch, chunk_bytes, chunks):
+  """Also with the backward pass in blocks of query rows (a CPU's large attention layers)."""
+  if chunk_bytes:
+    monkeypatch.setattr(layers, "ATTENTION_BACKWARD_CHUNK_BYTES", chunk_bytes)
   rng = np.random.default_rng(1)
-  inputs = [rng.standard_normal(shape) for shape in ((2, 3, 2, 4), (2, 5, 2, 4), (2, 5, 2, 4))]
-  out_grad = rng.standard_normal((2, 3, 2, 4))
+  inputs = [rng.standard_normal(shape) for shape in ((2, 4, 2, 4), (2, 5, 2, 4), (2, 5, 2, 4))]
+  assert layers.attention_backward_chunks(inputs[0].shape, 5) == chunks
+  out_grad = rng.standard_normal((2, 4, 2, 4))
   loss = lambda q, k, v: (qkv_attention(q, k, v) * out_grad).sum()
   got = jax.grad(loss, argnums=(0, 1, 2))(*[jnp.asarray(x, jnp.float32) for x in inputs])
   eps = 1e-6
@@ -290,9 +295,11 @@ def test_qkv_attention_gradients_match_float64_finite_differences():
     np.testing.assert_allclose(np.asarray(grad), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_attention_backward_keeps_no_weights_from_the_forward_pass():
-  """Ten attention layers in a row: the compiled backward holds a few (T, S) arrays of one layer, not ten layers'."""
-  layers, tokens, width = 10, 512, 8
+def test_attention_backward_keeps_no_weights_from_the_forward_pass(monkeypatch):
+  """Ten attention layers in a row: the compiled backward holds a few (T, S) arrays of one layer, not
+  ten layers'; with its query rows in 8 blocks, at least half a (T, S) array less (what is left is
+  the forward pass's own (T, S) arrays)."""
+  count, tokens, width = 10, 512, 8
   weights_bytes = tokens * tokens * 4
 
   def stack(x, keys):
@@ -300,10 +307,15 @@ def test_attention_backward_keeps_no_weights_from_the_forward_pass():
       x = x + qkv_attention(x, key, key)
     return x.sum()
 
-  x = jax.ShapeDtypeStruct((1, tokens, 1, width), jnp.float32)
-  keys = [jax.ShapeDtypeStruct((1, tokens, 1, width), jnp.float32)] * layers
-  temporaries = jax.jit(jax.grad(stack)).lower(x, keys).compile().memory_analysis().temp_size_in_bytes
-  assert temporaries < 5 * weights_bytes, temporaries / weights_bytes
+  def temporaries(blocks: int) -> int:
+    monkeypatch.setattr(layers, "ATTENTION_BACKWARD_CHUNK_BYTES", weights_bytes // blocks)
+    x = jax.ShapeDtypeStruct((1, tokens, 1, width), jnp.float32)
+    keys = [jax.ShapeDtypeStruct((1, tokens, 1, width), jnp.float32)] * count
+    return jax.jit(jax.grad(stack)).lower(x, keys).compile().memory_analysis().temp_size_in_bytes
+
+  whole, blocked = temporaries(1), temporaries(8)
+  assert whole < 5 * weights_bytes, whole / weights_bytes
+  assert blocked < whole - weights_bytes / 2, (whole / weights_bytes, blocked / weights_bytes)
 
 
 def test_exact_gelu_is_jax_gelu_forward_and_its_closed_form_derivative_backward():

@@ -117,7 +117,8 @@ def test_compiled_functions_are_shared_by_equal_specs_only(data_dir):
 
 def test_resume_is_exact(data_dir, tmp_path, monkeypatch):
   """Also with the resumed half run as `python -m piti_jax.main` runs it: the step compiled ahead of
-  time for the restored state, then JAX's caches released. The release itself is counted, not done,
+  time for the state's and batch's shapes before the state is restored, JAX's caches released after
+  the compile and again once the state is restored. The releases are counted, not done,
   so the other tests of this process keep their compiled functions (tests/test_storage_gcs.py runs
   `loop.run`, which does it)."""
   steps = 4
@@ -130,7 +131,7 @@ def test_resume_is_exact(data_dir, tmp_path, monkeypatch):
   releases = []
   monkeypatch.setattr(jax, "clear_caches", lambda: releases.append(True))
   resumed = loop.train(config, halves, release_caches=True)
-  assert releases == [True]
+  assert releases == [True, True]
   assert resumed.step == straight.step == steps
   a, b = host(straight.state), host(resumed.state)
   assert_trees_equal(a.params, b.params)

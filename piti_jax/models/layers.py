@@ -576,7 +576,8 @@ def _attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
   the float32 (B, heads, T, S) weights of every attention layer until its backward pass (80 MiB
   per layer at bench_small's 32x32 level, batch 8); this keeps q, k, v, the output and the
   softmax's row maxima and sums, and the backward pass recomputes the weights from them (one
-  more q k^T product), as flash attention does.
+  more q k^T product), as flash attention does; on a CPU a block of query rows at a time when
+  the whole (T, S) would take more than ATTENTION_BACKWARD_CHUNK_BYTES (`attention_backward_chunks`).
   """
   return _attention_forward(q, k, v)[0]
 
@@ -590,19 +591,62 @@ def _attention_forward(q, k, v):
   return out, (q, k, v, out, row_max, row_sum)
 
 
+# On a CPU the backward pass recomputes the weights for at most this many bytes of (B, heads, rows, S) at a time.
+ATTENTION_BACKWARD_CHUNK_BYTES = 16 * 2**20
+
+
 def _attention_backward(residuals, out_grad):
   q, k, v, out, row_max, row_sum = residuals
+  chunks = attention_backward_chunks(q.shape, k.shape[1])
+  rows = (q, out, out_grad, row_max, row_sum)
+  if chunks == 1:
+    q_grad, k_grad, v_grad = _attention_rows_backward(k, v, *rows)
+  else:
+    # Query rows in `chunks` blocks, one after the other: each block's (B, heads, T / chunks, S)
+    # weights are recomputed, used and dropped before the next's, as flash attention does.
+    def blocks(x, axis):  # (..., T, ...) -> (chunks, ..., T / chunks, ...)
+      shape = x.shape[:axis] + (chunks, x.shape[axis] // chunks) + x.shape[axis + 1:]
+      return jnp.moveaxis(x.reshape(shape), axis, 0)
+
+    def block_backward(sums, block_rows):
+      q_grad, k_grad, v_grad = _attention_rows_backward(k, v, *block_rows)
+      return (sums[0] + k_grad, sums[1] + v_grad), q_grad
+
+    zeros = (jnp.zeros(k.shape, jnp.float32), jnp.zeros(v.shape, jnp.float32))
+    (k_grad, v_grad), q_grads = jax.lax.scan(
+        block_backward, zeros, [blocks(x, axis) for x, axis in zip(rows, (1, 1, 1, 2, 2))])
+    q_grad = jnp.moveaxis(q_grads, 0, 1).reshape(q.shape)
+  return q_grad.astype(q.dtype), k_grad.astype(k.dtype), v_grad.astype(v.dtype)
+
+
+def attention_backward_chunks(q_shape: tuple[int, ...], keys: int) -> int:
+  """Blocks of query rows the backward pass of `_attention` takes one at a time: 1 off a CPU;
+  on a CPU the fewest (a power of two dividing T) whose float32 (B, heads, T / blocks, keys)
+  weights fit ATTENTION_BACKWARD_CHUNK_BYTES. q_shape: (B, T, heads, d)."""
+  batch, rows, heads, _ = q_shape
+  chunks = 1
+  if jax.default_backend() == "cpu":
+    while batch * heads * (rows // chunks) * keys * 4 > ATTENTION_BACKWARD_CHUNK_BYTES and rows % (2 * chunks) == 0:
+      chunks *= 2
+  return chunks
+
+
+def _attention_rows_backward(k, v, q, out, out_grad, row_max, row_sum):
+  """Gradients of `_attention` for some of its query rows: (q's rows' gradient, these rows' parts
+  of k's and v's gradients). q, out, out_grad: (B, T', heads, d); row_max, row_sum: (B, heads,
+  T', 1) float32; k, v: (B, S, heads, d). The weights are recomputed from q and k after out_grad
+  exists."""
   q_scaled, k_scaled, logits = _scaled_logits(_after(out_grad, q), k)
-  weights = jnp.exp(logits - row_max) / row_sum  # float32 (B, heads, T, S), as in the forward pass
+  weights = jnp.exp(logits - row_max) / row_sum  # float32 (B, heads, T', S), as in the forward pass
   v_grad = jnp.einsum("bhts,bthd->bshd", weights.astype(v.dtype), out_grad)
   weights_grad = jnp.einsum("bthd,bshd->bhts", out_grad, v).astype(jnp.float32)
-  # The softmax's backward: sum_s w_s g_s equals the row's (out_grad . out), a (B, T, heads) sum.
+  # The softmax's backward: sum_s w_s g_s equals the row's (out_grad . out), a (B, T', heads) sum.
   row_dot = jnp.einsum("bthd,bthd->bht", out_grad.astype(jnp.float32), out.astype(jnp.float32))[..., None]
   logits_grad = (weights * (weights_grad - row_dot)).astype(q.dtype)
   scale = _qk_scale(q)
   q_grad = jnp.einsum("bhts,bshd->bthd", logits_grad, k_scaled) * scale
   k_grad = jnp.einsum("bhts,bthd->bshd", logits_grad, q_scaled) * scale
-  return q_grad.astype(q.dtype), k_grad.astype(k.dtype), v_grad.astype(v.dtype)
+  return q_grad, k_grad, v_grad
 
 
 _attention.defvjp(_attention_forward, _attention_backward)

@@ -6,8 +6,8 @@ What a run does (config fields in parentheses):
    PatchGAN critic and the VGG feature extractor (adversarial.*);
 2. resumes from the newest checkpoint in `<workdir>/checkpoints` if there is one (state
    and data-iterator position), else initialises the state and applies `init.*` entries;
-3. runs the jitted step (in `python -m piti_jax.main` runs, compiled ahead of time and with
-   JAX's caches released after the compile: `train(release_caches=True)`) until
+3. runs the jitted step (in `python -m piti_jax.main` runs, compiled ahead of time before step 2,
+   with JAX's caches released after the compile and after step 2: `train(release_caches=True)`) until
    train.num_steps, writing metrics every train.log_every steps, validation loss every
    train.eval_every, sample grids every train.sample_every and checkpoints every
    train.save_every (and at the end, and on SIGTERM/preemption).
@@ -222,6 +222,15 @@ class Trainer:
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                         self.functions.abstract_state, self.functions.state_shardings)
 
+  def abstract_batch(self) -> dict[str, jax.ShapeDtypeStruct]:
+    """The global batch as ShapeDtypeStructs split over the mesh like `global_batch`'s arrays
+    (the data pipeline's batch contract, `pipeline.batch_shapes`)."""
+    from piti_jax.data.pipeline import batch_shapes  # pylint: disable=import-outside-toplevel
+
+    sharding = partition.batch_sharding(self.mesh)
+    shapes = batch_shapes(self.config.data, self.config.train.global_batch_size)
+    return {k: jax.ShapeDtypeStruct(*shapes[k], sharding=sharding) for k in self.functions.spec.batch_keys}
+
   def global_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     """Per-process numpy batch -> global arrays split over ("data", "fsdp"): the spec's batch keys."""
     keys = self.functions.spec.batch_keys
@@ -386,29 +395,31 @@ class _Run:
                                      overrides=dict(self.config.model.overrides), overwrite=True)
     logging.info("exported the %s model to %s", name, directory)
 
-  def step_function(self, state: state_lib.TrainState, batch: dict[str, jax.Array]) -> Callable:
-    """The step this run calls: the Trainer's shared jitted step, or with `release_caches` the step
-    compiled for (state, batch), after which every JAX cache of the process is emptied: the traced
-    and lowered step and the programs that built the state are not needed again, and keeping them
-    costs 140-160 MiB of a bench_tiny stage-2 run's 1.4 GiB on a CPU (docs/performance.md, section 17)."""
-    if not self.release_caches:
-      return self.trainer.step
-    step = self.trainer.compiled_step(state, batch)
+  def compiled_step(self) -> Callable:
+    """The step compiled ahead of time for this run's state and batch shapes, before the state
+    exists, after which every JAX cache of the process is emptied: the traced and lowered step are
+    not needed again, and keeping them costs 140-160 MiB of a bench_tiny stage-2 run's 1.4 GiB on a
+    CPU (docs/performance.md, section 17). Compiled first, the state's arrays then reuse the heap
+    the compiler freed (section 23)."""
+    step = self.trainer.compiled_step(self.trainer.abstract_sharded_state(), self.trainer.abstract_batch())
     jax.clear_caches()
     return step
 
   def train(self) -> TrainResult:
     cfg = self.train_cfg
+    # With `release_caches` the step is compiled first and the programs that built or restored the
+    # state are dropped once it exists; otherwise the Trainer's shared jitted step compiles on first use.
+    run_step = self.compiled_step() if self.release_caches else self.trainer.step
     state = self.initial_state()
+    if self.release_caches:
+      jax.clear_caches()
     step = int(jax.device_get(state.step))
     progress = metrics_lib.make_progress(cfg.num_steps, self.writer, cfg.log_every)
     watch = PreemptionWatch(self.checkpointer.reached_preemption)
     preempted = False
-    run_step = None  # the first batch picks it (see step_function)
     try:
       while step < cfg.num_steps:
         batch = self.trainer.global_batch(next(self.data))
-        run_step = run_step or self.step_function(state, batch)
         state, step_metrics = run_step(state, batch)
         step += 1
         self.buffer.add(step, step_metrics)
@@ -447,7 +458,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
 
   `on_metrics(step, values)` is called every train.log_every steps with the logged means and,
   on process 0 once the clock runs, `steps_per_sec` and `eta_seconds` of metrics.ProgressReport.
-  `release_caches` empties JAX's caches once the step is compiled (see `_Run.step_function`): less
+  `release_caches` compiles the step first and empties JAX's caches after it (see `_Run.compiled_step`): less
   resident memory while the run trains, for a process that runs one job (`run`, behind
   `python -m piti_jax.main`). Off, the compiled step stays shared with later runs of the same
   spec in the process (tests, notebooks, the demo's stages).

@@ -24,7 +24,6 @@ import ml_collections
 from jax.sharding import Mesh
 
 from piti_jax import accounting
-from piti_jax.data.pipeline import batch_shapes
 from piti_jax.train import loop, partition
 
 GIB = 2**30
@@ -72,14 +71,6 @@ def shard_bytes(tree: Any) -> int:
   return total
 
 
-def abstract_batch(config: ml_collections.ConfigDict, mesh: Mesh) -> dict[str, jax.ShapeDtypeStruct]:
-  """The global batch of `config` as ShapeDtypeStructs split over the mesh like real batches."""
-  sharding = partition.batch_sharding(mesh)
-  shapes = batch_shapes(config.data, config.train.global_batch_size)
-  return {name: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding) for name, (shape, dtype) in shapes.items()
-          if name in loop.BATCH_KEYS}
-
-
 # Buffer assignment happens before code generation, so planning skips LLVM's optimisations:
 # the memory numbers are the same, compiling is several times faster.
 PLAN_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
@@ -89,7 +80,7 @@ def plan_train_step(config: ml_collections.ConfigDict, mesh: Mesh) -> MemoryPlan
   """Compiles the train step of `config` on `mesh` for abstract inputs and reports its memory."""
   trainer = loop.Trainer(config, mesh)
   state = trainer.abstract_sharded_state()
-  batch = abstract_batch(config, mesh)
+  batch = trainer.abstract_batch()
   with jax.set_mesh(mesh):
     compiled = trainer.lower_step(state, batch).compile(PLAN_COMPILER_OPTIONS)
   memory = accounting.memory_breakdown(compiled)
@@ -107,7 +98,7 @@ def rescale_plan(config: ml_collections.ConfigDict, mesh: Mesh, compiled_plan: M
   """
   trainer = loop.Trainer(config, mesh)
   state = trainer.abstract_sharded_state()
-  batch = abstract_batch(config, mesh)
+  batch = trainer.abstract_batch()
   peak = shard_bytes(state) + shard_bytes(batch) + compiled_plan.output_bytes + compiled_plan.temp_bytes
   return _plan(config, mesh, state, batch, temp_bytes=compiled_plan.temp_bytes,
                output_bytes=compiled_plan.output_bytes, peak_bytes=peak)
