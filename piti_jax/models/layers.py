@@ -274,6 +274,40 @@ def _add_channel_bias_backward(bias, out_grad):
 add_channel_bias.defvjp(_add_channel_bias_forward, _add_channel_bias_backward)
 
 
+def recomputed_in_backward(module: nnx.Module, x: jax.Array) -> jax.Array:
+  """module(x), whose backward pass runs module(x) again from x instead of keeping its intermediates.
+
+  What autodiff would keep between the forward and the backward pass is only x (and the
+  module's parameters); the backward pass recomputes the module's forward pass once the output
+  gradient exists (tied to it with `_after`, since XLA:CPU drops the optimisation barriers that
+  `jax.checkpoint` relies on) and takes its pullback. For a module whose intermediates are large
+  next to x and cheap to recompute, such as a transformer block.
+  Args:
+    module: an nnx module whose state is its parameters (no random streams or mutable counters).
+    x: its float input.
+  Returns:
+    module(x).
+  """
+  graphdef, state = nnx.split(module)
+
+  def call(state, x):
+    return nnx.merge(graphdef, state)(x)
+
+  @jax.custom_vjp
+  def apply(state, x):
+    return call(state, x)
+
+  def forward(state, x):
+    return call(state, x), (state, x)
+
+  def backward(residuals, out_grad):
+    state, x = residuals
+    return jax.vjp(call, state, _after(out_grad, x))[1](out_grad)
+
+  apply.defvjp(forward, backward)
+  return apply(state, x)
+
+
 def _after(signal: jax.Array, x: jax.Array) -> jax.Array:
   """x, made to depend on `signal` so that XLA computes what follows from it only once `signal` exists.
 

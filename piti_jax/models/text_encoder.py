@@ -12,7 +12,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from piti_jax.errors import PitiError
-from piti_jax.models.layers import Dense, Init, LayerNorm, exact_gelu, new_param, qkv_attention, split_heads
+from piti_jax.models.layers import (Dense, Init, LayerNorm, exact_gelu, new_param, qkv_attention, recomputed_in_backward,
+                                     split_heads)
 
 EMBEDDING_INIT = Init("normal", 0.01)  # learned tables the reference leaves uninitialised
 
@@ -62,7 +63,12 @@ class ResidualAttentionBlock(nnx.Module):
 
 
 class Transformer(nnx.Module):
-  """`layers` ResidualAttentionBlocks in `resblocks`. (B, L, W) -> float32 (B, L, W)."""
+  """`layers` ResidualAttentionBlocks in `resblocks`. (B, L, W) -> float32 (B, L, W).
+
+  Each block's backward pass recomputes the block from its input (`recomputed_in_backward`): a
+  block keeps only its (B, L, W) input between the passes, not its LayerNorm outputs, q, k, v,
+  attention output and (B, L, 4W) MLP activations (docs/performance.md, section 23).
+  """
 
   def __init__(self, width: int, layers: int, heads: int, *, dtype: jnp.dtype, rngs: nnx.Rngs | None):
     self.resblocks = nnx.List([ResidualAttentionBlock(width, heads, dtype=dtype, rngs=rngs) for _ in range(layers)])
@@ -70,7 +76,7 @@ class Transformer(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     x = x.astype(jnp.float32)
     for block in self.resblocks:
-      x = block(x)
+      x = recomputed_in_backward(block, x)
     return x
 
 
