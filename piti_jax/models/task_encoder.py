@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from piti_jax.errors import PitiError
-from piti_jax.models.layers import Conv2d, InstanceNorm, LayerNorm, new_param
+from piti_jax.models.layers import Conv2d, InstanceNorm, LayerNorm, new_param, recomputed_in_backward
 from piti_jax.models.text_encoder import EMBEDDING_INIT, Transformer
 
 TASK_CHANNELS = {"mask": 3, "sketch": 1, "depth": 6}
@@ -93,7 +93,10 @@ class TaskEncoder(nnx.Module):
       raise PitiError(f"condition must have shape (B, {', '.join(map(str, expected))}) (NHWC); got "
                       f"{tuple(cond.shape)}. Resize the condition to {self.cond_size}x{self.cond_size} "
                       "or pick the preset/task with matching channels.")
-    features = self.cnn(cond)
+    # The CNN's backward pass runs it again from the condition: its maps (the largest at 256x256)
+    # would otherwise stay alive through the whole decoder's backward pass, which comes first
+    # (docs/performance.md, section 23).
+    features = recomputed_in_backward(self.cnn, cond)
     b, h, w, c = features.shape
     positional = self.positional_embedding[...]
     x = features.reshape(b, h * w, c).astype(jnp.float32) + positional[:, 1:]
