@@ -14,7 +14,7 @@ from piti_jax.errors import PitiError
 from piti_jax.models import create_model, layers
 from piti_jax.models.layers import (Conv2d, GroupNorm32, Init, avg_pool_2x, exact_gelu, qkv_attention, resize_bilinear,
                                    timestep_embedding)
-from piti_jax.models.task_encoder import CNN
+from piti_jax.models.task_encoder import CNN, TaskEncoder
 from piti_jax.models.unet import ResBlock
 
 BATCH = 2
@@ -377,6 +377,19 @@ def test_task_encoder_and_resblock_keep_no_norm_outputs_for_the_backward_pass():
                     block_params, batch)
   # of the pooled maps of the input width, only the skip convolution's input (the pooled x), not the pooled in-norm
   assert kept.count(((batch, 8, 8, 32), "float32")) == 1, kept
+
+
+def test_task_encoder_keeps_only_its_condition_and_its_transformer_blocks_inputs():
+  """The CNN and each transformer block run again in the backward pass (`recomputed_in_backward`): no CNN
+  map, LayerNorm output, q, k, v or (B, L, 4W) MLP activation is kept from the forward pass."""
+  batch, width = 5, 32
+  encoder = TaskEncoder(in_channels=3, cond_size=64, width=width, layers=2, heads=2, cnn_hidden=(8, 16, 32, 64, 64),
+                        dtype=jnp.float32, rngs=nnx.Rngs(0))
+  graph, params = nnx.split(encoder)
+  _, pullback = jax.vjp(lambda p: nnx.merge(graph, p)(jnp.ones((batch, 64, 64, 3))), params)
+  kept = [leaf.shape for leaf in jax.tree.leaves(pullback) if getattr(leaf, "ndim", 0) >= 3 and leaf.shape[0] == batch]
+  assert [shape for shape in kept if len(shape) == 4] == [(batch, 64, 64, 3)], kept
+  assert {shape for shape in kept if len(shape) == 3} <= {(batch, 17, width), (batch, 17, 1)}, kept
 
 
 def test_init_spec_samples():
