@@ -353,7 +353,7 @@ def test_recomputing_convolution_matches_the_plain_layers_in_values_and_gradient
 
 def _kept_maps(function, params, batch: int) -> list[tuple[tuple[int, ...], str]]:
   """Shapes and dtypes of the (batch, ...) 4-D arrays that `function`'s pullback keeps for the backward pass."""
-  _, pullback = jax.vjp(function, params)
+  pullback = jax.eval_shape(lambda p: jax.vjp(function, p)[1], params)  # traced, not run
   return sorted((leaf.shape, str(leaf.dtype)) for leaf in jax.tree.leaves(pullback)
                 if getattr(leaf, "ndim", 0) == 4 and leaf.shape[0] == batch)
 
@@ -379,17 +379,32 @@ def test_task_encoder_and_resblock_keep_no_norm_outputs_for_the_backward_pass():
   assert kept.count(((batch, 8, 8, 32), "float32")) == 1, kept
 
 
-def test_task_encoder_keeps_only_its_condition_and_its_transformer_blocks_inputs():
-  """The CNN and each transformer block run again in the backward pass (`recomputed_in_backward`): no CNN
-  map, LayerNorm output, q, k, v or (B, L, 4W) MLP activation is kept from the forward pass."""
+def test_a_recomputing_task_encoder_keeps_only_its_condition_and_gives_the_same_gradients():
+  """With `recompute`, the CNN and each transformer block run again in the backward pass
+  (`recomputed_in_backward`): no CNN map, LayerNorm output, q, k, v or (B, L, 4W) MLP activation is
+  kept from the forward pass, and the values and gradients are the plain encoder's."""
   batch, width = 5, 32
-  encoder = TaskEncoder(in_channels=3, cond_size=64, width=width, layers=2, heads=2, cnn_hidden=(8, 16, 32, 64, 64),
-                        dtype=jnp.float32, rngs=nnx.Rngs(0))
-  graph, params = nnx.split(encoder)
-  _, pullback = jax.vjp(lambda p: nnx.merge(graph, p)(jnp.ones((batch, 64, 64, 3))), params)
+  kwargs = dict(in_channels=3, cond_size=64, width=width, layers=2, heads=2, cnn_hidden=(8, 16, 32, 64, 64),
+                dtype=jnp.float32)
+  graph, params = nnx.split(TaskEncoder(recompute=True, rngs=nnx.Rngs(0), **kwargs))
+  plain_graph = nnx.graphdef(TaskEncoder(rngs=nnx.Rngs(0), **kwargs))
+  rng = np.random.default_rng(0)
+  cond = jnp.asarray(rng.uniform(-1, 1, (batch, 64, 64, 3)), jnp.float32)
+  projection = [jnp.asarray(rng.standard_normal(shape), jnp.float32) for shape in ((batch, 16, width), (batch, width))]
+
+  def projected(graph):
+    return lambda p: sum(jnp.sum(a * b) for a, b in zip(nnx.merge(graph, p)(cond), projection))
+
+  pullback = jax.eval_shape(lambda p: jax.vjp(projected(graph), p)[1], params)  # traced, not run
   kept = [leaf.shape for leaf in jax.tree.leaves(pullback) if getattr(leaf, "ndim", 0) >= 3 and leaf.shape[0] == batch]
   assert [shape for shape in kept if len(shape) == 4] == [(batch, 64, 64, 3)], kept
-  assert {shape for shape in kept if len(shape) == 3} <= {(batch, 17, width), (batch, 17, 1)}, kept
+  # block inputs and final LayerNorm statistics (17 = 16 tokens + CLS); (batch, 16, width): the projection
+  assert {shape for shape in kept if len(shape) == 3} <= {(batch, 17, width), (batch, 17, 1), (batch, 16, width)}, kept
+  value, grads = jax.jit(jax.value_and_grad(projected(graph)))(params)
+  plain_value, plain_grads = jax.jit(jax.value_and_grad(projected(plain_graph)))(params)
+  assert value == plain_value
+  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(plain_grads), strict=True):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6 * float(np.abs(b).max()))
 
 
 def test_init_spec_samples():

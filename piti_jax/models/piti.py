@@ -31,9 +31,13 @@ class ModelConfig:
   Decoder: image_size, super_res (adds the low-res input), model_channels, num_res_blocks,
   channel_mult, attention_ds (downsample factors with attention), num_head_channels, dropout,
   learn_sigma (6 output channels instead of 3), remat (recompute the UNet blocks' activations
-  in the backward pass: less memory, same results).
+  in the backward pass: less memory, same results; `jax.checkpoint`, whose barriers XLA:CPU
+  drops, so it saves memory on GPUs and TPUs only).
   Condition encoder: xf_width, xf_layers, xf_heads; for family "glide" also text_ctx, n_vocab;
-  for family "piti" task ("mask" | "sketch" | "depth"), cond_size, cnn_hidden.
+  for family "piti" task ("mask" | "sketch" | "depth"), cond_size, cnn_hidden;
+  recompute_encoder (run the encoder's CNN and each transformer block again in the backward
+  pass instead of keeping their activations, on every backend: about a sixth off bench_small's
+  stage-2 step peak on a CPU, its step about a tenth slower; docs/performance.md section 23).
   `name` is the preset the config came from (used by checkpoints to store only overrides).
   """
 
@@ -49,6 +53,7 @@ class ModelConfig:
   dropout: float = 0.1
   learn_sigma: bool = True
   remat: bool = False
+  recompute_encoder: bool = False
   xf_width: int = 512
   xf_layers: int = 16
   xf_heads: int = 8
@@ -137,7 +142,8 @@ class PitiModel(_EncoderDecoderModel):
     self.config = config
     self.encoder = TaskEncoder(in_channels=config.cond_channels, cond_size=config.cond_size,
                                width=config.xf_width, layers=config.xf_layers, heads=config.xf_heads,
-                               cnn_hidden=tuple(config.cnn_hidden), dtype=dtype, rngs=rngs)
+                               cnn_hidden=tuple(config.cnn_hidden), recompute=config.recompute_encoder,
+                               dtype=dtype, rngs=rngs)
     self.decoder = build_decoder(config, dtype=dtype, rngs=rngs)
 
   def encode(self, cond: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -153,7 +159,8 @@ class GlideModel(_EncoderDecoderModel):
       raise PitiError(f"GlideModel needs a 'glide' family config, got {config.family!r}.")
     self.config = config
     self.encoder = TextEncoder(vocab=config.n_vocab, text_ctx=config.text_ctx, width=config.xf_width,
-                               layers=config.xf_layers, heads=config.xf_heads, dtype=dtype, rngs=rngs)
+                               layers=config.xf_layers, heads=config.xf_heads, recompute=config.recompute_encoder,
+                               dtype=dtype, rngs=rngs)
     self.decoder = build_decoder(config, dtype=dtype, rngs=rngs)
 
   def encode(self, cond: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:

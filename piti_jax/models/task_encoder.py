@@ -65,16 +65,21 @@ class TaskEncoder(nnx.Module):
     cond_size: condition side S (256 in PITI); S must be divisible by 16.
     width, layers, heads: transformer size (PITI: 512, 8, 8).
     cnn_hidden: widths of conv1..conv5.
+    recompute: the backward pass runs the CNN again from the condition and each transformer block
+      from its input (`recomputed_in_backward`) instead of keeping their activations; the CNN's maps
+      (the largest at 256x256) would otherwise stay alive through the whole decoder's backward
+      pass, which comes first.
   """
 
   def __init__(self, *, in_channels: int, cond_size: int, width: int, layers: int, heads: int,
-               cnn_hidden: tuple[int, ...], dtype: jnp.dtype, rngs: nnx.Rngs | None):
+               cnn_hidden: tuple[int, ...], recompute: bool = False, dtype: jnp.dtype, rngs: nnx.Rngs | None):
     if cond_size % CNN_DOWNSAMPLE:
       raise PitiError(f"cond_size={cond_size} must be divisible by {CNN_DOWNSAMPLE}.")
     self.in_channels = in_channels
     self.cond_size = cond_size
     num_tokens = (cond_size // CNN_DOWNSAMPLE) ** 2
-    self.transformer = Transformer(width, layers, heads, dtype=dtype, rngs=rngs)
+    self.recompute = recompute
+    self.transformer = Transformer(width, layers, heads, recompute=recompute, dtype=dtype, rngs=rngs)
     self.cnn = CNN(in_channels, width, cnn_hidden, dtype=dtype, rngs=rngs)
     self.final_ln = LayerNorm(width)
     self.cls_token = new_param(EMBEDDING_INIT, (1, 1, width), rngs, (2,))
@@ -93,10 +98,7 @@ class TaskEncoder(nnx.Module):
       raise PitiError(f"condition must have shape (B, {', '.join(map(str, expected))}) (NHWC); got "
                       f"{tuple(cond.shape)}. Resize the condition to {self.cond_size}x{self.cond_size} "
                       "or pick the preset/task with matching channels.")
-    # The CNN's backward pass runs it again from the condition: its maps (the largest at 256x256)
-    # would otherwise stay alive through the whole decoder's backward pass, which comes first
-    # (docs/performance.md, section 23).
-    features = recomputed_in_backward(self.cnn, cond)
+    features = recomputed_in_backward(self.cnn, cond) if self.recompute else self.cnn(cond)
     b, h, w, c = features.shape
     positional = self.positional_embedding[...]
     x = features.reshape(b, h * w, c).astype(jnp.float32) + positional[:, 1:]

@@ -65,18 +65,20 @@ class ResidualAttentionBlock(nnx.Module):
 class Transformer(nnx.Module):
   """`layers` ResidualAttentionBlocks in `resblocks`. (B, L, W) -> float32 (B, L, W).
 
-  Each block's backward pass recomputes the block from its input (`recomputed_in_backward`): a
-  block keeps only its (B, L, W) input between the passes, not its LayerNorm outputs, q, k, v,
-  attention output and (B, L, 4W) MLP activations (docs/performance.md, section 23).
+  With `recompute`, each block's backward pass runs the block again from its input
+  (`recomputed_in_backward`): a block keeps only its (B, L, W) input between the passes, not its
+  LayerNorm outputs, q, k, v, attention output and (B, L, 4W) MLP activations.
   """
 
-  def __init__(self, width: int, layers: int, heads: int, *, dtype: jnp.dtype, rngs: nnx.Rngs | None):
+  def __init__(self, width: int, layers: int, heads: int, *, recompute: bool = False, dtype: jnp.dtype,
+               rngs: nnx.Rngs | None):
+    self.recompute = recompute
     self.resblocks = nnx.List([ResidualAttentionBlock(width, heads, dtype=dtype, rngs=rngs) for _ in range(layers)])
 
   def __call__(self, x: jax.Array) -> jax.Array:
     x = x.astype(jnp.float32)
     for block in self.resblocks:
-      x = recomputed_in_backward(block, x)
+      x = recomputed_in_backward(block, x) if self.recompute else block(x)
     return x
 
 
@@ -102,13 +104,13 @@ class TextEncoder(nnx.Module):
   uninitialised (its weights come from a checkpoint); here they start as N(0, 0.01^2).
   """
 
-  def __init__(self, *, vocab: int, text_ctx: int, width: int, layers: int, heads: int,
+  def __init__(self, *, vocab: int, text_ctx: int, width: int, layers: int, heads: int, recompute: bool = False,
                dtype: jnp.dtype, rngs: nnx.Rngs | None):
     self.text_ctx = text_ctx
     self.token_embedding = Embedding(vocab, width, rngs=rngs)
     self.positional_embedding = new_param(EMBEDDING_INIT, (text_ctx, width), rngs, (0, 1))
     self.padding_embedding = new_param(EMBEDDING_INIT, (text_ctx, width), rngs, (0, 1))
-    self.transformer = Transformer(width, layers, heads, dtype=dtype, rngs=rngs)
+    self.transformer = Transformer(width, layers, heads, recompute=recompute, dtype=dtype, rngs=rngs)
     self.final_ln = LayerNorm(width)
 
   def __call__(self, tokens: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
