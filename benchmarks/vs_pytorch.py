@@ -26,9 +26,10 @@ ran with huge pages, and the FLOP accounting of the project's program.
 Rows (sizes are the bench_tiny / bench_small presets, configs/bench.py):
 - train_<size>_<stage>: one optimizer step of the reference's TrainLoop.run_step (AdamW,
   EMA 0.9999, loss-second-moment t-sampling, dropout 0.1; stage 1 optimises the encoder
-  only) against the project's jitted train step, compiled and then run with JAX's caches
-  emptied, as `python -m piti_jax.main` runs it (`loop.train(release_caches=True)`). tiny runs
-  batch 4, small batch 8.
+  only) against the project's jitted train step, compiled before its state is made and then
+  run with JAX's caches emptied, as `python -m piti_jax.main` runs it
+  (`loop.train(release_caches=True)`). tiny runs batch 4, small batch 8. --recompute-encoder
+  runs the project's model with `model.overrides.recompute_encoder` (less memory, slower).
 - sample_<size>: one step of the guided base sampler (classifier-free guidance 1.3 on a
   doubled batch [cond; ones], ancestral DDPM, --sample-steps respaced steps): the
   reference's glide_util.sample, which runs the encoder at every step, against the
@@ -306,6 +307,7 @@ def run_project(row: dict, steps: int, sample_steps: int) -> dict:
   if row["kind"] == "train":
     job = common.load_job_config("bench", row["size"])
     job.train.global_batch_size = batch
+    job.model.overrides.recompute_encoder = row["recompute_encoder"]
     bench = common.build_step(job, row["mode"], clear_caches=True)
     rss.reset_peak()
     times = [cost.wall_s for cost in bench.run(steps)]
@@ -362,14 +364,15 @@ def _side_summary(runs: list[dict], batch: int, prefix: str) -> dict:
 
 def compare(row_name: str, args: argparse.Namespace) -> dict:
   row = ROWS[row_name]
-  spec = row_spec(row)
+  spec = dict(row_spec(row), recompute_encoder=args.recompute_encoder)
   reference, project = [_child("reference", row_name, spec, args)], []
   for _ in range(args.repeats):
     project.append(_child("project", row_name, spec, args))
     reference.append(_child("reference", row_name, spec, args))
   batch = row["batch"]
   out = {"row": row_name, "kind": row["kind"], "preset": f"bench_{row['size']}", "batch": batch,
-         "mode": row.get("mode"), **_side_summary(reference, batch, "reference"),
+         "mode": row.get("mode"), "project_recompute_encoder": args.recompute_encoder,
+         **_side_summary(reference, batch, "reference"),
          **_side_summary(project, batch, "project")}
   out["speedup"] = round(out["reference_step_ms"] / out["project_step_ms"], 3)
   out["rss_ratio"] = round(out["project_peak_rss_mib"] / out["reference_peak_rss_mib"], 3)
@@ -400,6 +403,8 @@ def main() -> None:
   parser.add_argument("--cpus", default="0,1", help="CPUs every run is pinned to")
   parser.add_argument("--reference-huge-pages", action="store_true",
                       help="run the reference with glibc's huge-page malloc too (the project always uses it)")
+  parser.add_argument("--recompute-encoder", action="store_true",
+                      help="train rows: the project's model.overrides.recompute_encoder (less memory, slower)")
   parser.add_argument("--child", choices=("reference", "project"), help=argparse.SUPPRESS)
   parser.add_argument("--spec", help=argparse.SUPPRESS)
   args = parser.parse_args()
