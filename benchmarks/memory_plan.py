@@ -28,6 +28,8 @@ def _parse() -> argparse.Namespace:
   parser.add_argument("--preset", default="", help="model preset instead of the config's")
   parser.add_argument("--dtype", default="", choices=("", "float32", "bfloat16"), help="compute dtype override")
   parser.add_argument("--remat", action="store_true", help="recompute UNet block activations in the backward pass")
+  parser.add_argument("--recompute-encoder", action="store_true",
+                      help="model.overrides.recompute_encoder: the condition encoder recomputed in the backward pass")
   parser.add_argument("--global-batch", type=int, default=0, help="global batch override")
   parser.add_argument("--trainable", default=None,
                       help="config.train.trainable override, e.g. 'encoder' for PITI's stage 1 ('' = everything)")
@@ -93,7 +95,8 @@ def make_mesh(devices: int, mesh: str) -> Mesh:
   return Mesh(grid, partition.MESH_AXES, axis_types=(AxisType.Auto,) * 2)
 
 
-def configure(config, *, preset: str, dtype: str, remat: bool, global_batch: int, trainable: str | None = None):
+def configure(config, *, preset: str, dtype: str, remat: bool, global_batch: int, trainable: str | None = None,
+              recompute_encoder: bool = False):
   config = config.copy_and_resolve_references()
   if preset:
     config.model.preset = preset
@@ -101,6 +104,8 @@ def configure(config, *, preset: str, dtype: str, remat: bool, global_batch: int
     config.model.dtype = dtype
   if remat:
     config.model.overrides.remat = True
+  if recompute_encoder:
+    config.model.overrides.recompute_encoder = True
   if global_batch:
     config.train.global_batch_size = global_batch
   if trainable is not None:
@@ -113,7 +118,8 @@ def plan_line(config, mesh: Mesh, hbm_gib: float, **labels) -> dict:
   start = time.perf_counter()
   plan = memory_plan.plan_train_step(config, mesh)
   line = {**labels, "preset": config.model.preset, "dtype": config.model.dtype,
-          "remat": bool(config.model.overrides.get("remat", False)), **plan.as_dict(),
+          "remat": bool(config.model.overrides.get("remat", False)),
+          "recompute_encoder": bool(config.model.overrides.get("recompute_encoder", False)), **plan.as_dict(),
           "plan_s": round(time.perf_counter() - start, 1)}
   if hbm_gib:
     line["hbm_gib"] = hbm_gib
@@ -232,7 +238,7 @@ def main() -> None:
     table(ARGS.hbm_gib or 16.0, ARGS.out)
     return
   config = configure(load_config(ARGS.config), preset=ARGS.preset, dtype=ARGS.dtype, remat=ARGS.remat,
-                     global_batch=ARGS.global_batch, trainable=ARGS.trainable)
+                     global_batch=ARGS.global_batch, trainable=ARGS.trainable, recompute_encoder=ARGS.recompute_encoder)
   print(json.dumps(plan_line(config, make_mesh(ARGS.devices, ARGS.mesh), ARGS.hbm_gib, job=ARGS.config,
                               trainable=config.train.trainable)))
 
