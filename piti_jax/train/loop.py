@@ -407,9 +407,11 @@ class _Run:
 
   def train(self) -> TrainResult:
     cfg = self.train_cfg
-    # With `release_caches` the step is compiled first and the programs that built or restored the
-    # state are dropped once it exists; otherwise the Trainer's shared jitted step compiles on first use.
-    run_step = self.compiled_step() if self.release_caches else self.trainer.step
+    # With `release_caches` the step is compiled first (unless the run has no step left) and the
+    # programs that built or restored the state are dropped once it exists; otherwise the Trainer's
+    # shared jitted step compiles on first use.
+    steps_left = (self.checkpointer.latest_step() or 0) < cfg.num_steps
+    run_step = self.compiled_step() if self.release_caches and steps_left else self.trainer.step
     state = self.initial_state()
     if self.release_caches:
       jax.clear_caches()
