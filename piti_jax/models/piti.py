@@ -37,7 +37,7 @@ class ModelConfig:
   for family "piti" task ("mask" | "sketch" | "depth"), cond_size, cnn_hidden;
   recompute_encoder (run the encoder's CNN and each transformer block again in the backward
   pass instead of keeping their activations, on every backend: about a sixth off bench_small's
-  stage-2 step peak on a CPU, its step about a tenth slower; docs/performance.md section 23).
+  stage-2 step peak on a CPU, its step 5-12% slower; docs/performance.md section 23).
   `name` is the preset the config came from (used by checkpoints to store only overrides).
   """
 

@@ -6,8 +6,9 @@ What a run does (config fields in parentheses):
    PatchGAN critic and the VGG feature extractor (adversarial.*);
 2. resumes from the newest checkpoint in `<workdir>/checkpoints` if there is one (state
    and data-iterator position), else initialises the state and applies `init.*` entries;
-3. runs the jitted step (in `python -m piti_jax.main` runs, compiled ahead of time before step 2,
-   with JAX's caches released after the compile and after step 2: `train(release_caches=True)`) until
+3. runs the jitted step (in `python -m piti_jax.main` runs, compiled ahead of time before 2. makes
+   or restores the state, with JAX's caches released after the compile and again after 2.:
+   `train(release_caches=True)`) until
    train.num_steps, writing metrics every train.log_every steps, validation loss every
    train.eval_every, sample grids every train.sample_every and checkpoints every
    train.save_every (and at the end, and on SIGTERM/preemption).
