@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 from absl import app
 
-from piti_jax import accounting, heap
+from piti_jax import accounting
 from piti_jax.data.pipeline import batch_shapes
 from piti_jax.train import loop, objectives, partition
 
@@ -114,8 +114,8 @@ def build_step(config: ml_collections.ConfigDict, mode: str | None = None, seed:
 
   `clear_caches` builds it as `python -m piti_jax.main` does (`loop._Run.compiled_step`): the step
   compiled for the state's shapes before the state exists, JAX's caches of traced, lowered and
-  compiled functions emptied (`jax.clear_caches()`; the compiled step is kept) and the free heap
-  handed back (`heap.release_free_heap`), then the state made and both done again. `on_stage` is called after each stage of the build:
+  compiled functions emptied (`jax.clear_caches()`; the compiled step is kept), then the state
+  made and the caches emptied again. `on_stage` is called after each stage of the build:
   "backend" (the mesh made), "trainer", "state" (the initial state), "lowered", "compiled",
   and with `clear_caches` "caches_cleared" (after the compile; the order is then backend,
   trainer, lowered, compiled, caches_cleared, state).
@@ -141,11 +141,9 @@ def build_step(config: ml_collections.ConfigDict, mode: str | None = None, seed:
     if clear_caches:
       compiled, compile_s = compile_for(trainer.abstract_sharded_state())
       jax.clear_caches()
-      heap.release_free_heap()
       on_stage("caches_cleared")
       state = trainer.create_state_for(config.seed, config.init)
       jax.clear_caches()
-      heap.release_free_heap()
       on_stage("state")
     else:
       state = trainer.create_state_for(config.seed, config.init)

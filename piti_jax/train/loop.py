@@ -30,7 +30,7 @@ from jax.experimental import multihost_utils
 
 from piti_jax.diffusion import timestep_sampler
 from piti_jax.diffusion.gaussian import make_diffusion
-from piti_jax import grids, heap, sampling, storage
+from piti_jax import grids, sampling, storage
 from piti_jax.errors import PitiError, Preempted
 from piti_jax.train import checkpoint as checkpoint_lib
 from piti_jax.train import ema as ema_lib
@@ -401,10 +401,9 @@ class _Run:
     exists, after which every JAX cache of the process is emptied: the traced and lowered step are
     not needed again, and keeping them costs 140-160 MiB of a bench_tiny stage-2 run's 1.4 GiB on a
     CPU (docs/performance.md, section 17). Compiled first, the state's arrays then reuse the heap
-    the compiler freed, and the rest of it goes back to the OS (section 23)."""
+    the compiler freed (section 23)."""
     step = self.trainer.compiled_step(self.trainer.abstract_sharded_state(), self.trainer.abstract_batch())
     jax.clear_caches()
-    heap.release_free_heap()
     return step
 
   def train(self) -> TrainResult:
@@ -417,7 +416,6 @@ class _Run:
     state = self.initial_state()
     if self.release_caches:
       jax.clear_caches()
-      heap.release_free_heap()
     step = int(jax.device_get(state.step))
     progress = metrics_lib.make_progress(cfg.num_steps, self.writer, cfg.log_every)
     watch = PreemptionWatch(self.checkpointer.reached_preemption)
