@@ -112,13 +112,12 @@ def build_step(config: ml_collections.ConfigDict, mode: str | None = None, seed:
                clear_caches: bool = False, on_stage: Callable[[str], None] = lambda stage: None) -> StepBench:
   """Compiles the train step of `config` (in `mode`) and, with `warm_up`, runs one step.
 
-  `clear_caches` builds it as `python -m piti_jax.main` does (`loop._Run.compiled_step`): the step
-  compiled for the state's shapes before the state exists, JAX's caches of traced, lowered and
-  compiled functions emptied (`jax.clear_caches()`; the compiled step is kept), then the state
-  made and the caches emptied again. `on_stage` is called after each stage of the build:
-  "backend" (the mesh made), "trainer", "state" (the initial state), "lowered", "compiled",
-  and with `clear_caches` "caches_cleared" (after the compile; the order is then backend,
-  trainer, lowered, compiled, caches_cleared, state).
+  The step is compiled for the state's shapes before the state is made, as `python -m
+  piti_jax.main` does (`loop._Run.compiled_step`). `clear_caches` also empties JAX's caches of
+  traced, lowered and compiled functions (`jax.clear_caches()`; the compiled step is kept) after
+  the compile and again after the state, as such a run does. `on_stage` is called after each
+  stage of the build: "backend" (the mesh made), "trainer", "lowered", "compiled",
+  "caches_cleared" (with `clear_caches`) and "state" (the initial state).
   """
   config = with_mode(config, mode)
   mesh = partition.make_mesh(config.mesh.data, config.mesh.fsdp)
@@ -127,28 +126,20 @@ def build_step(config: ml_collections.ConfigDict, mode: str | None = None, seed:
     trainer = loop.Trainer(config, mesh)
     on_stage("trainer")
     batch = trainer.global_batch(random_batch(config, np.random.default_rng(seed)))
-
-    def compile_for(state):
-      start = time.perf_counter()
-      lowered = trainer.lower_step(state, batch)
-      on_stage("lowered")
-      compiled = lowered.compile()
-      compile_s = time.perf_counter() - start
-      del lowered
-      on_stage("compiled")
-      return compiled, compile_s
-
+    start = time.perf_counter()
+    lowered = trainer.lower_step(trainer.abstract_sharded_state(), batch)
+    on_stage("lowered")
+    compiled = lowered.compile()
+    compile_s = time.perf_counter() - start
+    del lowered
+    on_stage("compiled")
     if clear_caches:
-      compiled, compile_s = compile_for(trainer.abstract_sharded_state())
       jax.clear_caches()
       on_stage("caches_cleared")
-      state = trainer.create_state_for(config.seed, config.init)
+    state = trainer.create_state_for(config.seed, config.init)
+    if clear_caches:
       jax.clear_caches()
-      on_stage("state")
-    else:
-      state = trainer.create_state_for(config.seed, config.init)
-      on_stage("state")
-      compiled, compile_s = compile_for(state)
+    on_stage("state")
     bench = StepBench(config, mesh, trainer, state, batch, compiled, compile_s)
   if warm_up:
     bench.run(1)
