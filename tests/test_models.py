@@ -416,28 +416,38 @@ def test_init_spec_samples():
   assert not Init("zeros").numpy_sample(rng, (3,)).any() and (Init("ones").numpy_sample(rng, (3,)) == 1).all()
 
 
-def _decoder_loss_and_grads(decoder, x, t, tokens, pooled, key):
-  def loss_fn(d):
-    return jnp.mean(d(x, t, tokens, pooled, train=True, rngs=nnx.Rngs(dropout=key)) ** 2)
-  return nnx.value_and_grad(loss_fn)(decoder)
+def _compiled_decoder_loss_and_grads(graphdef, state, x, t, tokens, pooled, key):
+  """The decoder's dropout-on loss and parameter gradients, compiled (for its memory analysis too)."""
+  def loss_and_grads(state, x, t, tokens, pooled, key):
+    def loss_fn(state):
+      out = nnx.merge(graphdef, state)(x, t, tokens, pooled, train=True, rngs=nnx.Rngs(dropout=key))
+      return jnp.mean(out ** 2)
+    return jax.value_and_grad(loss_fn)(state)
+  return jax.jit(loss_and_grads).lower(state, x, t, tokens, pooled, key).compile()
 
 
-_decoder_loss_and_grads_jit = nnx.jit(_decoder_loss_and_grads)
-
-
-def test_remat_gives_the_same_loss_and_gradients():
+def test_remat_gives_the_same_loss_and_gradients_and_keeps_less():
+  """`remat` (`recomputed_in_backward` per block) gives the plain decoder's loss, dropout masks and
+  gradients, and its compiled step plans fewer temporaries on this CPU (jax.checkpoint's did not)."""
   small = dict(image_size=16, channel_mult=(1, 2), attention_ds=(1,), remat=False)
   plain = _perturbed(create_model("tiny_piti64", rngs=nnx.Rngs(0), **small).decoder, 5)
-  graphdef, _ = nnx.split(create_model("tiny_piti64", rngs=nnx.Rngs(0), **dict(small, remat=True)).decoder)
-  remat = nnx.merge(graphdef, nnx.state(plain))
+  state = nnx.state(plain)
+  remat_graph = nnx.graphdef(create_model("tiny_piti64", rngs=nnx.Rngs(0), **dict(small, remat=True)).decoder)
   rng = np.random.default_rng(6)
   x = jnp.asarray(rng.standard_normal((BATCH, 16, 16, 3)), jnp.float32)
   tokens = jnp.asarray(rng.standard_normal((BATCH, 4, 64)), jnp.float32)
   pooled = jnp.asarray(rng.standard_normal((BATCH, 64)), jnp.float32)
   t = jnp.asarray([5.0, 600.0])
-  loss_a, grads_a = _decoder_loss_and_grads_jit(plain, x, t, tokens, pooled, jax.random.key(7))
-  loss_b, grads_b = _decoder_loss_and_grads_jit(remat, x, t, tokens, pooled, jax.random.key(7))
+  args = (state, x, t, tokens, pooled, jax.random.key(7))
+  compiled_plain = _compiled_decoder_loss_and_grads(nnx.graphdef(plain), *args)
+  compiled_remat = _compiled_decoder_loss_and_grads(remat_graph, *args)
+  loss_a, grads_a = compiled_plain(*args)
+  loss_b, grads_b = compiled_remat(*args)
   np.testing.assert_allclose(float(loss_a), float(loss_b), rtol=1e-5)
-  for a, b in zip(jax.tree.leaves(grads_a), jax.tree.leaves(grads_b)):
+  for a, b in zip(jax.tree.leaves(grads_a), jax.tree.leaves(grads_b), strict=True):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+  plain_bytes = compiled_plain.memory_analysis().temp_size_in_bytes
+  remat_bytes = compiled_remat.memory_analysis().temp_size_in_bytes
+  # 0.94 of the plain step's here (0.79 at 32x32, batch 4); with jax.checkpoint XLA:CPU planned 1.05 (1.20)
+  assert remat_bytes < 0.97 * plain_bytes, (remat_bytes, plain_bytes)
   assert float(jnp.max(jnp.abs(grads_a["input_blocks"][0][0]["kernel"][...]))) > 0

@@ -274,38 +274,60 @@ def _add_channel_bias_backward(bias, out_grad):
 add_channel_bias.defvjp(_add_channel_bias_forward, _add_channel_bias_backward)
 
 
-def recomputed_in_backward(module: nnx.Module, x: jax.Array) -> jax.Array:
-  """module(x), whose backward pass runs module(x) again from x instead of keeping its intermediates.
+def recomputed_in_backward(module: nnx.Module, *inputs: jax.Array, function: Callable[..., jax.Array] | None = None,
+                           rngs: nnx.Rngs | None = None) -> jax.Array:
+  """function(module, *inputs), whose backward pass runs it again from its inputs instead of keeping its intermediates.
 
-  What autodiff would keep between the forward and the backward pass is only x (and the
-  module's parameters); the backward pass recomputes the module's forward pass once the output
-  gradient exists (tied to it with `_after`, since XLA:CPU drops the optimisation barriers that
-  `jax.checkpoint` relies on) and takes its pullback. For a module whose intermediates are large
-  next to x and cheap to recompute, such as a transformer block.
+  What autodiff keeps between the forward and the backward pass is only `inputs` (and the
+  module's parameters); the backward pass recomputes the forward pass once the output gradient
+  exists and takes its pullback. The recomputation is tied to the output gradient through the
+  data (`_after`): XLA:CPU drops the optimisation barriers that `jax.checkpoint` relies on and
+  would merge the recomputation with the forward pass, so this is the one recomputation
+  mechanism on every backend (the UNet's `remat`, the encoders' `recompute`). For modules whose
+  intermediates are large next to their inputs: a UNet block, a transformer block, the task
+  encoder's CNN.
   Args:
     module: an nnx module whose state is its parameters (no random streams or mutable counters).
-    x: its float input.
+    inputs: float arrays, the module's differentiable inputs.
+    function: called as function(module, *inputs) (with `rngs=` when rngs is given); default
+      module(*inputs).
+    rngs: random streams the call draws from (dropout): only the "dropout" stream is passed on;
+      the recomputation draws the same keys, and `rngs` advances as for a plain call.
   Returns:
-    module(x).
+    function(module, *inputs).
   """
   graphdef, state = nnx.split(module)
+  function = function or (lambda module, *inputs: module(*inputs))
+  stream = None if rngs is None else (rngs.dropout.key[...], rngs.dropout.count[...])
 
-  def call(state, x):
-    return nnx.merge(graphdef, state)(x)
+  def call(state, stream, inputs):
+    inner = None
+    if stream is not None:  # a stream of this trace, starting where the caller's stands
+      inner = nnx.Rngs(dropout=stream[0])
+      inner.dropout.count[...] = stream[1]
+      out = function(nnx.merge(graphdef, state), *inputs, rngs=inner)
+      return out, inner.dropout.count[...]
+    return function(nnx.merge(graphdef, state), *inputs), None
 
   @jax.custom_vjp
-  def apply(state, x):
-    return call(state, x)
+  def apply(state, stream, inputs):
+    return call(state, stream, inputs)
 
-  def forward(state, x):
-    return call(state, x), (state, x)
+  def forward(state, stream, inputs):
+    return call(state, stream, inputs), (state, stream, inputs)
 
-  def backward(residuals, out_grad):
-    state, x = residuals
-    return jax.vjp(call, state, _after(out_grad, x))[1](out_grad)
+  def backward(residuals, out_grads):
+    state, stream, inputs = residuals
+    out_grad = out_grads[0]
+    tied = tuple(_after(out_grad, x) for x in inputs)
+    state_grad, input_grads = jax.vjp(lambda s, i: call(s, stream, i)[0], state, tied)[1](out_grad)
+    return state_grad, None, input_grads
 
   apply.defvjp(forward, backward)
-  return apply(state, x)
+  out, count = apply(state, stream, tuple(inputs))
+  if rngs is not None:
+    rngs.dropout.count[...] = count
+  return out
 
 
 def _after(signal: jax.Array, x: jax.Array) -> jax.Array:

@@ -12,6 +12,8 @@ Conditioning:
   kernel-1 Conv1d) and prepends them, per head, to the image's own keys and values.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -19,7 +21,8 @@ from flax import nnx
 from piti_jax.errors import PitiError
 from piti_jax.models.dropout import Dropout
 from piti_jax.models.layers import (Conv2d, Dense, GroupNorm32, avg_pool_2x, identity, qkv_attention,
-                                    resize_bilinear, split_heads, timestep_embedding, upsample_nearest_2x)
+                                    recomputed_in_backward, resize_bilinear, split_heads, timestep_embedding,
+                                    upsample_nearest_2x)
 
 
 class ResBlock(nnx.Module):
@@ -101,7 +104,7 @@ class AttentionBlock(nnx.Module):
     return x + self.proj_out(h).reshape(b, height, width, c)
 
 
-def _apply_block(block: nnx.List, h: jax.Array, emb: jax.Array, tokens: jax.Array, rngs: nnx.Rngs | None, *,
+def _apply_block(block: nnx.List, h: jax.Array, emb: jax.Array, tokens: jax.Array, *, rngs: nnx.Rngs | None = None,
                  train: bool) -> jax.Array:
   """Runs one reference `TimestepEmbedSequential`: ResBlocks get emb, attention gets tokens."""
   for layer in block:
@@ -128,7 +131,9 @@ class UNet(nnx.Module):
     encoder_channels: width of the condition tokens and of the pooled vector.
     dropout: ResBlock dropout rate (active only with train=True).
     super_res: concatenate the bilinearly resized `low_res` image to the input.
-    remat: recompute each block's activations in the backward pass (less memory, same results).
+    remat: run each block again in the backward pass from its inputs (`recomputed_in_backward`)
+      instead of keeping its activations: one more forward pass of the body for only the blocks'
+      inputs kept between the passes (the same values and dropout masks; gradients up to rounding).
     dtype: compute dtype of the body; the embedding path and the output head are float32.
   """
 
@@ -216,20 +221,20 @@ class UNet(nnx.Module):
     emb = self.time_embed[2](self.time_embed[1](self.time_embed[0](timestep_embedding(t, self.model_channels))))
     emb = emb + self.transformer_proj(pooled)
 
-    def run_block(block: nnx.List, h: jax.Array, emb: jax.Array, tokens: jax.Array,
-                  rngs: nnx.Rngs | None) -> jax.Array:
-      return _apply_block(block, h, emb, tokens, rngs, train=train)
+    def run_block(block: nnx.List, h: jax.Array) -> jax.Array:
+      if not self.remat:
+        return _apply_block(block, h, emb, tokens, rngs=rngs, train=train)
+      return recomputed_in_backward(block, h, emb, tokens, rngs=rngs if train else None,
+                                    function=functools.partial(_apply_block, train=train))
 
-    if self.remat:
-      run_block = nnx.remat(run_block)
     h = x.astype(self.dtype)
     skips = []
     for block in self.input_blocks:
-      h = run_block(block, h, emb, tokens, rngs)
+      h = run_block(block, h)
       skips.append(h)
-    h = run_block(self.middle_block, h, emb, tokens, rngs)
+    h = run_block(self.middle_block, h)
     for block in self.output_blocks:
       h = jnp.concatenate([h, skips.pop()], axis=-1)
-      h = run_block(block, h, emb, tokens, rngs)
+      h = run_block(block, h)
     h = h.astype(jnp.float32)
     return self.out[2](self.out[1](self.out[0](h)))
