@@ -144,6 +144,11 @@ def test_resume_is_exact(data_dir, tmp_path, monkeypatch):
                  for w in (whole, halves)]
   assert data_states[0] == data_states[1]
   assert json.loads(data_states[0])
+  # Run again with no step left: the state is restored and nothing is compiled for a step.
+  monkeypatch.setattr(loop._Run, "compiled_step", lambda self: pytest.fail("compiled a step with none left"))  # pylint: disable=protected-access
+  again = loop.train(config, halves, release_caches=True)
+  assert again.step == steps
+  assert_trees_equal(host(again.state).params, b.params)
 
 
 def test_data_parallel_and_fsdp_steps_agree(data_dir):
