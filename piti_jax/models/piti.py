@@ -30,13 +30,14 @@ class ModelConfig:
 
   Decoder: image_size, super_res (adds the low-res input), model_channels, num_res_blocks,
   channel_mult, attention_ds (downsample factors with attention), num_head_channels, dropout,
-  learn_sigma (6 output channels instead of 3), remat (recompute the UNet blocks' activations
-  in the backward pass: less memory, same results; `jax.checkpoint`, whose barriers XLA:CPU
-  drops, so it saves memory on GPUs and TPUs only).
+  learn_sigma (6 output channels instead of 3), remat (run each UNet block again in the
+  backward pass from its inputs, `layers.recomputed_in_backward`, instead of keeping its
+  activations: less memory on every backend for one more forward pass of the UNet, same
+  results; docs/performance.md section 24).
   Condition encoder: xf_width, xf_layers, xf_heads; for family "glide" also text_ctx, n_vocab;
   for family "piti" task ("mask" | "sketch" | "depth"), cond_size, cnn_hidden;
   recompute_encoder (run the encoder's CNN and each transformer block again in the backward
-  pass instead of keeping their activations, on every backend: about a sixth off bench_small's
+  pass instead of keeping their activations, the same mechanism: about a sixth off bench_small's
   stage-2 step peak on a CPU, its step 5-12% slower; docs/performance.md section 23).
   `name` is the preset the config came from (used by checkpoints to store only overrides).
   """
