@@ -3,6 +3,7 @@
   python benchmarks/model_gradients.py --preset=tiny_piti64 --out=/tmp/after.npz
   (the same at the other commit, --out=/tmp/before.npz)
   python benchmarks/model_gradients.py --compare=/tmp/before.npz,/tmp/after.npz
+  (or one commit, the model with and without `--remat` / `--recompute_encoder`)
 
 Train steps from a fresh model say little about the backward pass: the zero-initialised output
 convolutions stop every gradient but their own at the first step, and Adam normalises each
@@ -33,13 +34,16 @@ SMALL = 1e-3  # arrays whose largest gradient is below this fraction of the larg
 
 _PRESET = flags.DEFINE_string("preset", "tiny_piti64", "Model preset (a PITI base model).")
 _OUT = flags.DEFINE_string("out", None, ".npz file to write the value and gradients to.")
+_REMAT = flags.DEFINE_bool("remat", False, "model.overrides.remat: the UNet blocks recomputed in the backward pass.")
+_RECOMPUTE_ENCODER = flags.DEFINE_bool("recompute_encoder", False,
+                                       "model.overrides.recompute_encoder: the encoder recomputed in the backward pass.")
 _COMPARE = flags.DEFINE_list("compare", [], "Two .npz files written by --out: compare them and exit.")
 
 
-def gradients(preset: str) -> dict[str, np.ndarray]:
+def gradients(preset: str, **overrides) -> dict[str, np.ndarray]:
   """{"value": projection, parameter path: its float32 gradient} of the preset with random parameters."""
   config = get_config(preset)
-  model = create_model(preset, rngs=nnx.Rngs(0))
+  model = create_model(preset, rngs=nnx.Rngs(0), **overrides)
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   rng = np.random.default_rng(0)
   params = jax.tree.map(lambda p: jnp.asarray(rng.normal(0.0, 0.05, p.shape), p.dtype), params)
@@ -75,7 +79,8 @@ def compare(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> dict
 
 def main(argv) -> None:
   del argv
-  common.save_or_compare(_COMPARE.value, _OUT.value, compare, lambda: gradients(_PRESET.value))
+  common.save_or_compare(_COMPARE.value, _OUT.value, compare, lambda: gradients(
+      _PRESET.value, remat=_REMAT.value, recompute_encoder=_RECOMPUTE_ENCODER.value))
 
 
 if __name__ == "__main__":
