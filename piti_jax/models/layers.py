@@ -291,13 +291,16 @@ def recomputed_in_backward(module: nnx.Module, *inputs: jax.Array, function: Cal
     inputs: float arrays, the module's differentiable inputs.
     function: called as function(module, *inputs) (with `rngs=` when rngs is given); default
       module(*inputs).
-    rngs: random streams the call draws from (dropout): only the "dropout" stream is passed on;
-      the recomputation draws the same keys, and `rngs` advances as for a plain call.
+    rngs: random streams the call draws from: only a "dropout" stream is passed on (without one,
+      the call gets no rngs); the recomputation draws the same keys, and `rngs` advances as
+      after a plain call.
   Returns:
     function(module, *inputs).
   """
   graphdef, state = nnx.split(module)
   function = function or (lambda module, *inputs: module(*inputs))
+  if rngs is not None and "dropout" not in rngs:
+    rngs = None
   stream = None if rngs is None else (rngs.dropout.key[...], rngs.dropout.count[...])
 
   def call(state, stream, inputs):
