@@ -322,8 +322,10 @@ def recomputed_in_backward(module: nnx.Module, *inputs: jax.Array, function: Cal
   def backward(residuals, out_grads):
     state, stream, inputs = residuals
     out_grad = out_grads[0]
-    tied = tuple(_after(out_grad, x) for x in inputs)
-    state_grad, input_grads = jax.vjp(lambda s, i: call(s, stream, i)[0], state, tied)[1](out_grad)
+    # The parameters too: otherwise XLA shares their casts (bfloat16 compute) and all-gathers
+    # (FSDP) with the forward pass's and keeps those whole-model copies alive in between.
+    state, inputs = jax.tree.map(lambda x: _after(out_grad, x), (state, inputs))
+    state_grad, input_grads = jax.vjp(lambda s, i: call(s, stream, i)[0], state, inputs)[1](out_grad)
     return state_grad, None, input_grads
 
   apply.defvjp(forward, backward)
