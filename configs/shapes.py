@@ -53,7 +53,8 @@ def _shrink(config, preset: str) -> None:
   text = config.data.task == "text"
   config.model.preset = preset
   config.data.image_size = 64 if upsampler else 32
-  config.model.overrides = dict(TINY_TEXT if text else TINY_PITI, image_size=config.data.image_size)
+  config.model.overrides = train_config.model_overrides(
+      **dict(TINY_TEXT if text else TINY_PITI, image_size=config.data.image_size))
   config.train.ema_rates = (EMA_RATE,)  # short CPU runs: a 100-step average
   for entry in config.init.values():  # priors and stage-1 encoders come from shapes runs: their averages
     entry.tree = f"ema_{EMA_RATE:g}"

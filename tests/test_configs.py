@@ -42,6 +42,8 @@ def test_every_job_builds_with_a_registered_mode_and_a_valid_data_config(name, j
   assert config.mode in main.RUNNERS
   assert config.model.preset in PRESETS
   check_data_config(config.data)
+  # the command line can turn them on (`--config.model.overrides.remat=True`): the fields exist
+  assert set(train_config.MEMORY_SWITCHES) <= set(config.model.overrides)
 
 
 # The reference's settings, written out from PITI_SPEC.md (sections 4-7), not taken from the code.

@@ -39,6 +39,8 @@ Fields (all overridable on the command line, e.g. `--config.train.num_steps=1000
   init.<name>          partial initialisation from checkpoints (see train/init_sources.py).
 """
 
+from typing import Any
+
 import ml_collections
 
 from piti_jax.data.config import default_data_config
@@ -50,6 +52,16 @@ def init_entry(path: str = "", tree: str = "ema_0.9999", prefixes: str = "") -> 
   return ml_collections.ConfigDict({"path": path, "tree": tree, "prefixes": prefixes})
 
 
+# Model fields a run may turn on from the command line (`--config.model.overrides.remat=True`);
+# ml_collections only overrides fields that exist, so every job's model.overrides holds them.
+MEMORY_SWITCHES = {"remat": False, "recompute_encoder": False}
+
+
+def model_overrides(**fields: Any) -> ml_collections.ConfigDict:
+  """A job's `model.overrides`: `fields` (preset fields to change) and the memory switches at their defaults."""
+  return ml_collections.ConfigDict({**MEMORY_SWITCHES, **fields})
+
+
 def default_config() -> ml_collections.ConfigDict:
   """The reference's settings (PITI_SPEC.md section 5) for a 64x64 base model."""
   config = ml_collections.ConfigDict()
@@ -58,7 +70,7 @@ def default_config() -> ml_collections.ConfigDict:
 
   config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
   config.model = ml_collections.ConfigDict({"preset": "piti_base64", "dtype": "float32"})
-  config.model.overrides = ml_collections.ConfigDict()
+  config.model.overrides = model_overrides()
 
   config.diffusion = ml_collections.ConfigDict({
       "schedule": "cosine", "num_timesteps": 1000, "timestep_sampler": "loss-second-moment"})
@@ -191,7 +203,7 @@ def piti_finetune_config(job: str, *, dataset: str, task: str) -> ml_collections
   config = default_config()
   config.data.name = dataset
   config.data.task = task
-  config.model.overrides = ml_collections.ConfigDict({"task": task})
+  config.model.overrides = model_overrides(task=task)
   if job == "upsample":
     set_upsampler(config, "piti_upsample256")
     config.data.image_size = 256
