@@ -32,8 +32,9 @@ class ModelConfig:
   channel_mult, attention_ds (downsample factors with attention), num_head_channels, dropout,
   learn_sigma (6 output channels instead of 3), remat (run each UNet block again in the
   backward pass from its inputs, `layers.recomputed_in_backward`, instead of keeping its
-  activations: less memory on every backend for one more forward pass of the UNet, same
-  results; docs/performance.md section 24).
+  activations: fewer temporaries on every backend for one more forward pass of the UNet, same
+  results; on a CPU its larger program can outweigh them at small sizes; docs/performance.md
+  section 24).
   Condition encoder: xf_width, xf_layers, xf_heads; for family "glide" also text_ctx, n_vocab;
   for family "piti" task ("mask" | "sketch" | "depth"), cond_size, cnn_hidden;
   recompute_encoder (run the encoder's CNN and each transformer block again in the backward
