@@ -6,7 +6,8 @@ Fields (all overridable on the command line, e.g. `--config.train.num_steps=1000
   mode                 "pretrain" | "finetune" (both run piti_jax.train.loop).
   seed                 model init, run key and data order.
   mesh.data, mesh.fsdp device mesh (data=-1: every device not used by fsdp).
-  model.preset         a piti_jax.models.presets name; model.overrides: field overrides;
+  model.preset         a piti_jax.models.presets name; model.overrides: field overrides, always
+                       with the memory switches remat and recompute_encoder (default False);
   model.dtype          compute dtype "float32" | "bfloat16" (params stay float32).
   diffusion.*          schedule ("cosine" base, "linear" upsampler), num_timesteps,
                        timestep_sampler ("loss-second-moment" base, "uniform" upsampler).
