@@ -113,7 +113,7 @@ def build_step(config: ml_collections.ConfigDict, mode: str | None = None, seed:
   """Compiles the train step of `config` (in `mode`) and, with `warm_up`, runs one step.
 
   The step is compiled for the state's shapes before the state is made, as `python -m
-  piti_jax.main` does (`loop._Run.compiled_step`). `clear_caches` also empties JAX's caches of
+  piti_jax.main` does (`loop._Run.compile_step_first`). `clear_caches` also empties JAX's caches of
   traced, lowered and compiled functions (`jax.clear_caches()`; the compiled step is kept) after
   the compile and again after the state, as such a run does. `on_stage` is called after each
   stage of the build: "backend" (the mesh made), "trainer", "lowered", "compiled",

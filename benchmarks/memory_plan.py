@@ -118,8 +118,8 @@ def plan_line(config, mesh: Mesh, hbm_gib: float, **labels) -> dict:
   start = time.perf_counter()
   plan = memory_plan.plan_train_step(config, mesh)
   line = {**labels, "preset": config.model.preset, "dtype": config.model.dtype,
-          "remat": bool(config.model.overrides.get("remat", False)),
-          "recompute_encoder": bool(config.model.overrides.get("recompute_encoder", False)), **plan.as_dict(),
+          "remat": bool(config.model.overrides.remat),
+          "recompute_encoder": bool(config.model.overrides.recompute_encoder), **plan.as_dict(),
           "plan_s": round(time.perf_counter() - start, 1)}
   if hbm_gib:
     line["hbm_gib"] = hbm_gib

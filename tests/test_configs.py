@@ -3,11 +3,13 @@
 import pathlib
 
 import pytest
+from absl import flags
+from ml_collections import config_flags
 
 from piti_jax import main
 from piti_jax.data.config import check_data_config
 from piti_jax.errors import PitiError
-from piti_jax.models.presets import PRESETS
+from piti_jax.models.presets import FIELD_TYPES, PRESETS, get_config
 from piti_jax.param_paths import flatten
 from piti_jax.train import config as train_config
 from tests.train_helpers import load_config
@@ -42,8 +44,22 @@ def test_every_job_builds_with_a_registered_mode_and_a_valid_data_config(name, j
   assert config.mode in main.RUNNERS
   assert config.model.preset in PRESETS
   check_data_config(config.data)
-  # the command line can turn them on (`--config.model.overrides.remat=True`): the fields exist
-  assert set(train_config.MEMORY_SWITCHES) <= set(config.model.overrides)
+  # every model field exists, so the command line can set it (`--config.model.overrides.remat=True`)
+  assert set(config.model.overrides) == set(FIELD_TYPES)
+
+
+def test_the_command_line_sets_any_model_field_and_a_new_preset_brings_its_own_values():
+  argv = ["main", f"--config={CONFIGS / 'bench.py'}:tiny", "--config.model.preset=bench_small",
+          "--config.model.overrides.dropout=0", "--config.model.overrides.channel_mult=(1, 2)",
+          "--config.model.overrides.remat=True"]  # parsed as piti_jax.main parses its flags
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", flag_values=values, sys_argv=argv)
+  values(argv)
+  config = values.config
+  model = get_config(config.model.preset, **dict(config.model.overrides))
+  assert (model.dropout, model.channel_mult, model.remat) == (0.0, (1, 2), True)
+  unset = dict(PRESETS["bench_small"].__dict__, dropout=0.0, channel_mult=(1, 2), remat=True)
+  assert model.__dict__ == unset  # the rest are bench_small's values, not bench_tiny's
 
 
 # The reference's settings, written out from PITI_SPEC.md (sections 4-7), not taken from the code.
@@ -106,7 +122,7 @@ def test_text_pretraining_vocabulary_follows_the_tokenizer():
   config.model.overrides.n_vocab = 100
   with pytest.raises(PitiError, match="smaller than the 257 token ids"):
     loop.resolve_text_vocabulary(config)
-  assert "n_vocab" not in loop.resolve_text_vocabulary(load_config("coco_stuff_mask", "stage1")).model.overrides
+  assert loop.resolve_text_vocabulary(load_config("coco_stuff_mask", "stage1")).model.overrides.n_vocab is None
 
 
 def test_unknown_job_names_the_jobs():

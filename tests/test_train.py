@@ -145,7 +145,7 @@ def test_resume_is_exact(data_dir, tmp_path, monkeypatch):
   assert data_states[0] == data_states[1]
   assert json.loads(data_states[0])
   # Run again with no step left: the state is restored and nothing is compiled for a step.
-  monkeypatch.setattr(loop._Run, "compiled_step", lambda self: pytest.fail("compiled a step with none left"))  # pylint: disable=protected-access
+  monkeypatch.setattr(loop._Run, "compile_step_first", lambda self: pytest.fail("compiled a step with none left"))  # pylint: disable=protected-access
   again = loop.train(config, halves, release_caches=True)
   assert again.step == steps
   assert_trees_equal(host(again.state).params, b.params)

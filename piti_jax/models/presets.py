@@ -25,6 +25,7 @@ on a busy 2-core CPU.
 """
 
 import dataclasses
+import typing
 from typing import Any
 
 import jax
@@ -64,17 +65,21 @@ _PRESET_FIELDS["tiny_piti_upsample64"] = dict(_PRESET_FIELDS["tiny_piti64"], sup
 
 PRESETS: dict[str, ModelConfig] = {name: ModelConfig(name=name, **fields) for name, fields in _PRESET_FIELDS.items()}
 
-_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name != "name")
+# Every ModelConfig field but `name`, with its type (tuple for tuple[int, ...]).
+_HINTS = typing.get_type_hints(ModelConfig)
+FIELD_TYPES: dict[str, type] = {f.name: typing.get_origin(_HINTS[f.name]) or _HINTS[f.name]
+                                for f in dataclasses.fields(ModelConfig) if f.name != "name"}
 
 
 def get_config(preset: str, **overrides: Any) -> ModelConfig:
-  """The ModelConfig of a preset with field overrides (lists become tuples)."""
+  """The ModelConfig of a preset with field overrides (lists become tuples; None keeps the preset's
+  value, as a job's unset `model.overrides` entries do)."""
   if preset not in PRESETS:
     raise PitiError(f"unknown model preset {preset!r}; choose one of: {', '.join(sorted(PRESETS))}.")
-  unknown = sorted(set(overrides) - set(_FIELD_NAMES))
+  unknown = sorted(set(overrides) - set(FIELD_TYPES))
   if unknown:
-    raise PitiError(f"unknown model override(s) {unknown}; valid fields: {', '.join(_FIELD_NAMES)}.")
-  fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    raise PitiError(f"unknown model override(s) {unknown}; valid fields: {', '.join(FIELD_TYPES)}.")
+  fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items() if v is not None}
   return dataclasses.replace(PRESETS[preset], **fixed)
 
 
@@ -82,7 +87,7 @@ def config_overrides(config: ModelConfig) -> dict[str, Any]:
   """The fields in which `config` differs from its preset `config.name` (JSON-friendly)."""
   base = get_config(config.name)
   return {name: (list(value) if isinstance(value, tuple) else value)
-          for name in _FIELD_NAMES if (value := getattr(config, name)) != getattr(base, name)}
+          for name in FIELD_TYPES if (value := getattr(config, name)) != getattr(base, name)}
 
 
 def _construct(config: ModelConfig, dtype: jnp.dtype, rngs: nnx.Rngs | None) -> PitiModel | GlideModel:

@@ -6,8 +6,9 @@ Fields (all overridable on the command line, e.g. `--config.train.num_steps=1000
   mode                 "pretrain" | "finetune" (both run piti_jax.train.loop).
   seed                 model init, run key and data order.
   mesh.data, mesh.fsdp device mesh (data=-1: every device not used by fsdp).
-  model.preset         a piti_jax.models.presets name; model.overrides: field overrides, always
-                       with the memory switches remat and recompute_encoder (default False);
+  model.preset         a piti_jax.models.presets name; model.overrides: every ModelConfig field, unset
+                       (None: the preset's value) unless the job or the command line sets it, e.g.
+                       `--config.model.overrides.remat=True` or `--config.model.overrides.dropout=0.0`;
   model.dtype          compute dtype "float32" | "bfloat16" (params stay float32).
   diffusion.*          schedule ("cosine" base, "linear" upsampler), num_timesteps,
                        timestep_sampler ("loss-second-moment" base, "uniform" upsampler).
@@ -43,8 +44,10 @@ Fields (all overridable on the command line, e.g. `--config.train.num_steps=1000
 from typing import Any
 
 import ml_collections
+from ml_collections import config_dict
 
 from piti_jax.data.config import default_data_config
+from piti_jax.models.presets import FIELD_TYPES
 from piti_jax.sampling import sample_config
 
 
@@ -53,14 +56,17 @@ def init_entry(path: str = "", tree: str = "ema_0.9999", prefixes: str = "") -> 
   return ml_collections.ConfigDict({"path": path, "tree": tree, "prefixes": prefixes})
 
 
-# Model fields a run may turn on from the command line (`--config.model.overrides.remat=True`);
-# ml_collections only overrides fields that exist, so every job's model.overrides holds them.
-MEMORY_SWITCHES = {"remat": False, "recompute_encoder": False}
-
-
 def model_overrides(**fields: Any) -> ml_collections.ConfigDict:
-  """A job's `model.overrides`: `fields` (preset fields to change) and the memory switches at their defaults."""
-  return ml_collections.ConfigDict({**MEMORY_SWITCHES, **fields})
+  """A job's `model.overrides`: `fields` (the preset fields the job changes), every other ModelConfig
+  field unset (a typed None, which keeps the preset's value; `presets.get_config`).
+
+  ml_collections overrides only fields that exist, so every field is there for the command line
+  (`--config.model.overrides.dropout=0.0`); unset rather than at the preset's value, so that a
+  `--config.model.preset=` change still brings that preset's own values.
+  """
+  overrides = ml_collections.ConfigDict({name: config_dict.placeholder(kind) for name, kind in FIELD_TYPES.items()})
+  overrides.update(fields)
+  return overrides
 
 
 def default_config() -> ml_collections.ConfigDict:

@@ -396,7 +396,7 @@ class _Run:
                                      overrides=dict(self.config.model.overrides), overwrite=True)
     logging.info("exported the %s model to %s", name, directory)
 
-  def compiled_step(self) -> Callable:
+  def compile_step_first(self) -> Callable:
     """The step compiled ahead of time for this run's state and batch shapes, before the state
     exists, after which every JAX cache of the process is emptied: the traced and lowered step are
     not needed again, and keeping them costs 140-160 MiB of a bench_tiny stage-2 run's 1.4 GiB on a
@@ -412,7 +412,7 @@ class _Run:
     # programs that built or restored the state are dropped once it exists; otherwise the Trainer's
     # shared jitted step compiles on first use.
     steps_left = (self.checkpointer.latest_step() or 0) < cfg.num_steps
-    run_step = self.compiled_step() if self.release_caches and steps_left else self.trainer.step
+    run_step = self.compile_step_first() if self.release_caches and steps_left else self.trainer.step
     state = self.initial_state()
     if self.release_caches:
       jax.clear_caches()
@@ -461,7 +461,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
 
   `on_metrics(step, values)` is called every train.log_every steps with the logged means and,
   on process 0 once the clock runs, `steps_per_sec` and `eta_seconds` of metrics.ProgressReport.
-  `release_caches` compiles the step first and empties JAX's caches after it (see `_Run.compiled_step`): less
+  `release_caches` compiles the step first and empties JAX's caches after it (see `_Run.compile_step_first`): less
   resident memory while the run trains, for a process that runs one job (`run`, behind
   `python -m piti_jax.main`). Off, the compiled step stays shared with later runs of the same
   spec in the process (tests, notebooks, the demo's stages).
