@@ -58,8 +58,8 @@ def test_the_command_line_sets_any_model_field_and_a_new_preset_brings_its_own_v
   config = values.config
   model = get_config(config.model.preset, **dict(config.model.overrides))
   assert (model.dropout, model.channel_mult, model.remat) == (0.0, (1, 2), True)
-  unset = dict(PRESETS["bench_small"].__dict__, dropout=0.0, channel_mult=(1, 2), remat=True)
-  assert model.__dict__ == unset  # the rest are bench_small's values, not bench_tiny's
+  expected = dict(PRESETS["bench_small"].__dict__, dropout=0.0, channel_mult=(1, 2), remat=True)
+  assert model.__dict__ == expected  # the other fields are bench_small's values, not bench_tiny's
 
 
 # The reference's settings, written out from PITI_SPEC.md (sections 4-7), not taken from the code.
