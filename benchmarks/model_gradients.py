@@ -24,7 +24,8 @@ from absl import app, flags
 from flax import nnx
 
 import common
-from piti_jax.models import create_model, get_config
+from piti_jax.models import get_config
+from piti_jax.models.presets import build_model
 from piti_jax.models.task_encoder import TASK_CHANNELS
 from piti_jax.param_paths import flatten
 
@@ -42,8 +43,8 @@ _COMPARE = flags.DEFINE_list("compare", [], "Two .npz files written by --out: co
 
 def gradients(preset: str, **overrides) -> dict[str, np.ndarray]:
   """{"value": projection, parameter path: its float32 gradient} of the preset with random parameters."""
-  config = get_config(preset)
-  model = create_model(preset, rngs=nnx.Rngs(0), **overrides)
+  config = get_config(preset, **overrides)
+  model = build_model(config, rngs=nnx.Rngs(0))
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   rng = np.random.default_rng(0)
   params = jax.tree.map(lambda p: jnp.asarray(rng.normal(0.0, 0.05, p.shape), p.dtype), params)

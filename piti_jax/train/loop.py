@@ -248,11 +248,8 @@ class Trainer:
   def sampler(self) -> sampling.Sampler:
     """The sampler of the periodic sample grids (config.sample)."""
     if self._sampler is None:
-      from piti_jax.models import presets  # pylint: disable=import-outside-toplevel
-
-      model = presets.get_config(self.config.model.preset, **dict(self.config.model.overrides))
-      self._sampler = sampling.model_sampler(model, self.config.model.dtype, self.config.diffusion.schedule,
-                                             self.config.diffusion.num_timesteps,
+      self._sampler = sampling.model_sampler(self.functions.spec.model, self.config.model.dtype,
+                                             self.config.diffusion.schedule, self.config.diffusion.num_timesteps,
                                              sampling.sampling_config(self.config.sample), self.mesh)
     return self._sampler
 
