@@ -12,10 +12,11 @@ from flax import nnx
 
 from piti_jax.errors import PitiError
 from piti_jax.models import create_model, layers
-from piti_jax.models.layers import (Conv2d, GroupNorm32, Init, avg_pool_2x, exact_gelu, qkv_attention, resize_bilinear,
-                                   timestep_embedding)
+from piti_jax.models.layers import (Conv2d, Dense, GroupNorm32, Init, LayerNorm, avg_pool_2x, exact_gelu, qkv_attention,
+                                   resize_bilinear, timestep_embedding)
 from piti_jax.models.task_encoder import CNN, TaskEncoder
-from piti_jax.models.unet import ResBlock
+from piti_jax.models.text_encoder import ResidualAttentionBlock
+from piti_jax.models.unet import AttentionBlock, ResBlock
 
 BATCH = 2
 
@@ -351,11 +352,34 @@ def test_recomputing_convolution_matches_the_plain_layers_in_values_and_gradient
     np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
 
-def _kept_maps(function, params, batch: int) -> list[tuple[tuple[int, ...], str]]:
-  """Shapes and dtypes of the (batch, ...) 4-D arrays that `function`'s pullback keeps for the backward pass."""
+def test_recomputing_dense_matches_the_plain_layers_in_values_and_gradients():
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, 7, 16)), jnp.float32)
+  norm = LayerNorm(16)
+  dense = Dense(16, 24, dtype=jnp.float32, rngs=nnx.Rngs(1))
+
+  def before(x, scale, bias):  # a LayerNorm and a GELU between the stream and the projection
+    return exact_gelu(norm.with_affine(x, scale, bias))
+
+  def plain(dense, x, scale, bias):
+    return jnp.sum(dense(before(x, scale, bias)) ** 2)
+
+  def recomputed(dense, x, scale, bias):
+    return jnp.sum(dense.recomputing(before, x, scale, bias) ** 2)
+
+  args = (dense, x, jnp.asarray(rng.normal(size=16), jnp.float32), jnp.asarray(rng.normal(size=16), jnp.float32))
+  value, grads = nnx.value_and_grad(plain, argnums=(0, 1, 2, 3))(*args)
+  got_value, got_grads = nnx.value_and_grad(recomputed, argnums=(0, 1, 2, 3))(*args)
+  assert got_value == value
+  for got, expected in zip(jax.tree.leaves(got_grads), jax.tree.leaves(grads), strict=True):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+def _kept_maps(function, params, batch: int, ndim: int = 4) -> list[tuple[tuple[int, ...], str]]:
+  """Shapes and dtypes of the (batch, ...) `ndim`-D arrays that `function`'s pullback keeps for the backward pass."""
   pullback = jax.eval_shape(lambda p: jax.vjp(function, p)[1], params)  # traced, not run
   return sorted((leaf.shape, str(leaf.dtype)) for leaf in jax.tree.leaves(pullback)
-                if getattr(leaf, "ndim", 0) == 4 and leaf.shape[0] == batch)
+                if getattr(leaf, "ndim", 0) == ndim and leaf.shape[0] == batch)
 
 
 def test_task_encoder_and_resblock_keep_no_norm_outputs_for_the_backward_pass():
@@ -375,8 +399,55 @@ def test_task_encoder_and_resblock_keep_no_norm_outputs_for_the_backward_pass():
   emb = jnp.ones((batch, 16))
   kept = _kept_maps(lambda p: nnx.merge(block_graph, p)(x, emb, train=True, rngs=nnx.Rngs(dropout=1)),
                     block_params, batch)
-  # of the pooled maps of the input width, only the skip convolution's input (the pooled x), not the pooled in-norm
-  assert kept.count(((batch, 8, 8, 32), "float32")) == 1, kept
+  # no pooled map of the input width: the pooled in-norm and the skip convolution's pooled x are both recomputed
+  assert ((batch, 8, 8, 32), "float32") not in kept, kept
+
+
+def test_an_output_resblock_recomputes_the_concatenation_of_its_inputs():
+  """ResBlock(x, joined=s) is ResBlock(concat(x, s)) in values and gradients; it keeps x and s, not their
+  concatenation."""
+  batch = 3
+  block = ResBlock(96, 16, 32, 0.0, dtype=jnp.float32, rngs=nnx.Rngs(0))
+  graph, params = nnx.split(block)
+  rng = np.random.default_rng(0)
+  x, joined = (jnp.asarray(rng.normal(size=(batch, 8, 8, c)), jnp.float32) for c in (64, 32))
+  emb = jnp.asarray(rng.normal(size=(batch, 16)), jnp.float32)
+
+  def loss(p, x, joined, together):
+    block = nnx.merge(graph, p)
+    out = block(jnp.concatenate([x, joined], -1), emb, train=False, rngs=None) if together else \
+        block(x, emb, train=False, rngs=None, joined=joined)
+    return jnp.sum(out ** 2)
+
+  value, grads = jax.value_and_grad(loss, argnums=(0, 1, 2))(params, x, joined, True)
+  got_value, got_grads = jax.value_and_grad(loss, argnums=(0, 1, 2))(params, x, joined, False)
+  np.testing.assert_allclose(got_value, value, rtol=1e-6)
+  for got, expected in zip(jax.tree.leaves(got_grads), jax.tree.leaves(grads), strict=True):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+  kept = _kept_maps(lambda p: loss(p, x, joined, False), params, batch)
+  assert ((batch, 8, 8, 96), "float32") not in kept and ((batch, 8, 8, 64), "float32") in kept, kept
+
+
+def test_transformer_and_attention_blocks_keep_no_norm_or_gelu_outputs_for_the_backward_pass():
+  """The pre-norms' outputs (before c_qkv, c_fc, qkv) and the GELU's (before c_proj) are recomputed in the
+  backward pass."""
+  batch, length, width = 5, 9, 32
+  block = ResidualAttentionBlock(width, 2, dtype=jnp.float32, rngs=nnx.Rngs(0))
+  graph, params = nnx.split(block)
+  x = jnp.ones((batch, length, width))
+  kept = _kept_maps(lambda p: nnx.merge(graph, p)(x), params, batch, ndim=3)
+  # the block's input, the attention output (c_proj's input), the stream after the attention; of the MLP c_fc's output
+  assert kept == [((batch, length, width), "float32")] * 3 + [((batch, length, 4 * width), "float32")], kept
+
+  attention = AttentionBlock(64, 32, 24, dtype=jnp.float32, rngs=nnx.Rngs(0))
+  graph, params = nnx.split(attention)
+  image, tokens = jnp.ones((batch, 4, 4, 64)), jnp.ones((batch, 3, 24))
+  def attend(p):
+    return nnx.merge(graph, p)(image, tokens)
+
+  # of the (B, HW, C) maps only the attention output (proj_out's input), no GroupNorm output; no group statistics
+  assert _kept_maps(attend, params, batch, ndim=3) == [((batch, 3, 24), "float32"), ((batch, 16, 64), "float32")]
+  assert ((batch, 1, 32, 1), "float32") not in _kept_maps(attend, params, batch), _kept_maps(attend, params, batch)
 
 
 def test_a_recomputing_task_encoder_keeps_only_its_condition_and_gives_the_same_gradients():

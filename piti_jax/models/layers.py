@@ -135,8 +135,57 @@ class Dense(nnx.Module):
     self.bias = new_param(kernel_init(in_features, zero=zero_init), (out_features,), rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.kernel[...].astype(self.dtype)
-    return jnp.dot(x.astype(self.dtype), kernel) + self.bias[...].astype(self.dtype)
+    return self._matmul(x, self.kernel[...]) + self.bias[...].astype(self.dtype)
+
+  def recomputing(self, before: Callable[..., jax.Array], *inputs: jax.Array) -> jax.Array:
+    """self(before(*inputs)), with before's output (e.g. a norm's or an activation's) recomputed in
+    the backward pass instead of kept (`linear_of_recomputed`); (..., out_features) in `dtype`."""
+    return linear_of_recomputed(self._matmul, self.kernel[...], before, *inputs) + self.bias[...].astype(self.dtype)
+
+  def _matmul(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+
+
+def linear_of_recomputed(linear: Callable[[jax.Array, jax.Array], jax.Array], kernel: jax.Array,
+                         before: Callable[..., jax.Array], *inputs: jax.Array) -> jax.Array:
+  """linear(before(*inputs), kernel), whose backward pass recomputes before's output instead of keeping it.
+
+  For a layer (a convolution or a matmul, linear in its input and in its kernel) that reads a
+  norm's or an elementwise activation's output: autodiff keeps that output for the kernel
+  gradient (on XLA:CPU often as a transposed copy, made in the forward pass) next to what
+  before's own backward pass keeps. Here only `inputs` and the kernel are kept. The backward
+  pass takes the input gradient first (it needs the kernel only), then runs `before` again for
+  the kernel gradient and before's own backward pass; `linear` itself is not run again.
+  Args:
+    linear: linear(a, kernel) -> output; a has before's output shape.
+    kernel: the layer's float32 kernel.
+    before: maps `inputs` (float arrays) to linear's input.
+  Returns:
+    linear(before(*inputs), kernel).
+  """
+  @jax.custom_vjp
+  def apply(kernel, *inputs):
+    return linear(before(*inputs), kernel)
+
+  def forward(kernel, *inputs):
+    return linear(before(*inputs), kernel), (kernel, inputs)
+
+  def backward(residuals, out_grad):
+    kernel, inputs = residuals
+    # Tied too: otherwise XLA computes the kernel's transposed copy for the input gradient at the
+    # start of the backward pass and keeps it until this layer's turn.
+    kernel = _after(out_grad, kernel)
+    shape = jax.eval_shape(before, *inputs)
+    # The input gradient is linear in out_grad and does not read the input's values.
+    (input_grad,) = jax.vjp(lambda a: linear(a, kernel), jnp.zeros(shape.shape, shape.dtype))[1](out_grad)
+    # The recomputation waits for it: a convolution's or a matmul's output, which XLA cannot fuse
+    # into the reader of its first element (an elementwise out_grad could pull its own producers along).
+    recomputed, before_pullback = jax.vjp(before, *(_after(input_grad, x) for x in inputs))
+    (kernel_grad,) = jax.vjp(lambda k: linear(recomputed, k), kernel)[1](out_grad)
+    return (kernel_grad, *before_pullback(input_grad))
+
+  apply.defvjp(forward, backward)
+  return apply(kernel, *inputs)
 
 
 class Conv2d(nnx.Module):
@@ -166,10 +215,7 @@ class Conv2d(nnx.Module):
     Autodiff of a norm followed by a convolution keeps the norm's input (for its backward
     pass) and its output (for the kernel gradient; on XLA:CPU as a transposed copy): two maps
     per pair, which at the task encoder's 256x256 level are 64 MiB each at batch 8. Here only
-    `inputs` are kept. The backward pass takes the convolution's input gradient first (it
-    needs the kernel only), then runs `before` again (an elementwise or resampling pass and its
-    statistics) for the kernel gradient and before's own backward pass; the convolution's
-    forward pass is not recomputed.
+    `inputs` are kept (`linear_of_recomputed`).
     Args:
       before: maps `inputs` (float arrays) to this convolution's (B, H, W, in) input.
       with_bias: False skips the bias, as `before_norm`.
@@ -179,29 +225,7 @@ class Conv2d(nnx.Module):
     def conv(a, kernel):
       return conv2d(a, kernel, None, stride=self.stride, padding=self.padding, dtype=self.dtype)
 
-    @jax.custom_vjp
-    def apply(kernel, *inputs):
-      return conv(before(*inputs), kernel)
-
-    def forward(kernel, *inputs):
-      return conv(before(*inputs), kernel), (kernel, inputs)
-
-    def backward(residuals, out_grad):
-      kernel, inputs = residuals
-      # Tied too: otherwise XLA computes the kernel's transposed copy for the input gradient at the
-      # start of the backward pass and keeps it until this layer's turn.
-      kernel = _after(out_grad, kernel)
-      shape = jax.eval_shape(before, *inputs)
-      # The input gradient is linear in out_grad and does not read the input's values.
-      (input_grad,) = jax.vjp(lambda a: conv(a, kernel), jnp.zeros(shape.shape, shape.dtype))[1](out_grad)
-      # The recomputation waits for it: a convolution's output, which XLA cannot fuse into the
-      # reader of its first element (an elementwise out_grad could pull its own producers along).
-      recomputed, before_pullback = jax.vjp(before, *(_after(input_grad, x) for x in inputs))
-      (kernel_grad,) = jax.vjp(lambda k: conv(recomputed, k), kernel)[1](out_grad)
-      return (kernel_grad, *before_pullback(input_grad))
-
-    apply.defvjp(forward, backward)
-    y = apply(self.kernel[...], *inputs)
+    y = linear_of_recomputed(conv, self.kernel[...], before, *inputs)
     return add_channel_bias(y, self.bias[...]) if with_bias else y
 
   def before_norm(self, x: jax.Array) -> jax.Array:
@@ -537,11 +561,19 @@ class LayerNorm(nnx.Module):
     self.bias = new_param(ZEROS, (width,), None)
 
   def __call__(self, x: jax.Array) -> jax.Array:
+    return self.with_affine(x, self.scale[...], self.bias[...])
+
+  def with_affine(self, x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
+    """The norm with the given float32 (width,) affine instead of its parameters' values."""
     x = x.astype(jnp.float32)
     mean = x.mean(axis=-1, keepdims=True)
     centred = x - mean
     var = jnp.square(centred).mean(axis=-1, keepdims=True)
-    return centred * jax.lax.rsqrt(var + NORM_EPS) * self.scale[...] + self.bias[...]
+    return centred * jax.lax.rsqrt(var + NORM_EPS) * scale + bias
+
+  def into(self, dense: Dense, x: jax.Array) -> jax.Array:
+    """dense(self(x)), with the norm's output recomputed in the backward pass (`Dense.recomputing`)."""
+    return dense.recomputing(self.with_affine, x, self.scale[...], self.bias[...])
 
 
 def instance_norm(x: jax.Array) -> jax.Array:

@@ -21,7 +21,9 @@ EMBEDDING_INIT = Init("normal", 0.01)  # learned tables the reference leaves uni
 class MultiheadAttention(nnx.Module):
   """Self-attention: c_qkv = Linear(W -> 3W) laid out (head, [q,k,v], d), c_proj = Linear(W -> W).
 
-  Input (B, L, W); output (B, L, W) in `dtype`. No mask (as the reference).
+  Called as attn(x, norm) = attention of norm(x): x float32 (B, L, W), norm the block's pre-norm,
+  whose output is recomputed in the backward pass instead of kept (`LayerNorm.into`); output
+  (B, L, W) in `dtype`. No mask (as the reference).
   """
 
   def __init__(self, width: int, heads: int, *, dtype: jnp.dtype, rngs: nnx.Rngs | None):
@@ -31,21 +33,26 @@ class MultiheadAttention(nnx.Module):
     self.c_qkv = Dense(width, 3 * width, dtype=dtype, rngs=rngs)
     self.c_proj = Dense(width, width, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    q, k, v = split_heads(self.c_qkv(x), self.heads, 3)
+  def __call__(self, x: jax.Array, norm: LayerNorm) -> jax.Array:
+    q, k, v = split_heads(norm.into(self.c_qkv, x), self.heads, 3)
     b, length = x.shape[:2]
     return self.c_proj(qkv_attention(q, k, v).reshape(b, length, -1))
 
 
 class MLP(nnx.Module):
-  """c_fc = Linear(W -> 4W), exact (erf) GELU, c_proj = Linear(4W -> W). (B, L, W) -> (B, L, W)."""
+  """c_fc = Linear(W -> 4W), exact (erf) GELU, c_proj = Linear(4W -> W).
+
+  Called as mlp(x, norm) = MLP of norm(x), x float32 (B, L, W) -> (B, L, W) in `dtype`. Of the
+  (B, L, 4W) activations only c_fc's output is kept for the backward pass: the norm's output and
+  the GELU's are recomputed (`Dense.recomputing`).
+  """
 
   def __init__(self, width: int, *, dtype: jnp.dtype, rngs: nnx.Rngs | None):
     self.c_fc = Dense(width, 4 * width, dtype=dtype, rngs=rngs)
     self.c_proj = Dense(4 * width, width, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return self.c_proj(exact_gelu(self.c_fc(x)))
+  def __call__(self, x: jax.Array, norm: LayerNorm) -> jax.Array:
+    return self.c_proj.recomputing(exact_gelu, norm.into(self.c_fc, x))
 
 
 class ResidualAttentionBlock(nnx.Module):
@@ -58,8 +65,8 @@ class ResidualAttentionBlock(nnx.Module):
     self.ln_2 = LayerNorm(width)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = x + self.attn(self.ln_1(x)).astype(jnp.float32)
-    return x + self.mlp(self.ln_2(x)).astype(jnp.float32)
+    x = x + self.attn(x, self.ln_1).astype(jnp.float32)
+    return x + self.mlp(x, self.ln_2).astype(jnp.float32)
 
 
 class Transformer(nnx.Module):

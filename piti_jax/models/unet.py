@@ -58,20 +58,36 @@ class ResBlock(nnx.Module):
     else:
       self.skip_connection = Conv2d(channels, out_channels, 1, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x: jax.Array, emb: jax.Array, *, train: bool, rngs: nnx.Rngs | None) -> jax.Array:
+  def __call__(self, x: jax.Array, emb: jax.Array, *, train: bool, rngs: nnx.Rngs | None,
+               joined: jax.Array | None = None) -> jax.Array:
+    """x (B, H, W, C1); with `joined` (B, H, W, C2) the block's input is their concatenation
+    (the reference's torch.cat of an output block's input with its skip), C1 + C2 = channels."""
     # The in-norm's output (the in-convolution's input) is recomputed in the backward pass
     # (Conv2d.recomputing); in_layers[1] is the identity. The out-norm's is not: with the dropout
-    # between, it cost more time than it saved memory (docs/performance.md, section 19).
+    # between, it cost more time than it saved memory (docs/performance.md, section 19). The
+    # concatenation with `joined` is recomputed as well, for the in-norm and the skip convolution:
+    # x and joined are kept anyway (joined for the backward pass of the input block after it),
+    # their copy need not be (section 26).
     in_norm, in_conv = self.in_layers[0], self.in_layers[2]
-    h = in_conv.recomputing(lambda x, scale, bias: self.resample(in_norm.with_affine(x, scale, bias)),
-                            x, in_norm.scale[...], in_norm.bias[...])
-    x = self.resample(x)
+    parts = (x,) if joined is None else (x, joined)
+
+    def block_input(*parts: jax.Array) -> jax.Array:
+      return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
+
+    def normed(scale: jax.Array, bias: jax.Array, *parts: jax.Array) -> jax.Array:
+      return self.resample(in_norm.with_affine(block_input(*parts), scale, bias))
+
+    h = in_conv.recomputing(normed, in_norm.scale[...], in_norm.bias[...], *parts)
     emb_out = self.emb_layers[1](self.emb_layers[0](emb))
     scale, shift = jnp.split(emb_out, 2, axis=-1)
     h = self.out_layers[0].modulated_silu(h, scale, shift)
     h = self.out_layers[2](h, deterministic=not train, rngs=rngs)
     h = self.out_layers[3](h)
-    return self.skip_connection(x) + h
+    if isinstance(self.skip_connection, Conv2d):  # the 1x1 convolution's input recomputed as well
+      skip = self.skip_connection.recomputing(lambda *parts: self.resample(block_input(*parts)), *parts)
+    else:
+      skip = self.resample(block_input(*parts))
+    return skip + h
 
 
 class AttentionBlock(nnx.Module):
@@ -96,7 +112,12 @@ class AttentionBlock(nnx.Module):
 
   def __call__(self, x: jax.Array, tokens: jax.Array) -> jax.Array:
     b, height, width, c = x.shape
-    q, k, v = split_heads(self.qkv(self.norm(x).reshape(b, height * width, c)), self.num_heads, 3)
+    # The norm's output is recomputed in the backward pass (Dense.recomputing), not kept.
+    def normed(x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
+      return self.norm.with_affine(x, scale, bias).reshape(b, height * width, c)
+
+    qkv = self.qkv.recomputing(normed, x, self.norm.scale[...], self.norm.bias[...])
+    q, k, v = split_heads(qkv, self.num_heads, 3)
     ek, ev = split_heads(self.encoder_kv(tokens), self.num_heads, 2)
     k = jnp.concatenate([ek, k], axis=1)
     v = jnp.concatenate([ev, v], axis=1)
@@ -104,12 +125,16 @@ class AttentionBlock(nnx.Module):
     return x + self.proj_out(h).reshape(b, height, width, c)
 
 
-def _apply_block(block: nnx.List, h: jax.Array, emb: jax.Array, tokens: jax.Array, *, rngs: nnx.Rngs | None = None,
-                 train: bool) -> jax.Array:
-  """Runs one reference `TimestepEmbedSequential`: ResBlocks get emb, attention gets tokens."""
+def _apply_block(block: nnx.List, h: jax.Array, emb: jax.Array, tokens: jax.Array, joined: jax.Array | None = None, *,
+                 rngs: nnx.Rngs | None = None, train: bool) -> jax.Array:
+  """Runs one reference `TimestepEmbedSequential`: ResBlocks get emb, attention gets tokens.
+
+  `joined` (an output block's skip input) goes to the first layer, a ResBlock, which reads
+  h and joined concatenated along channels."""
   for layer in block:
     if isinstance(layer, ResBlock):
-      h = layer(h, emb, train=train, rngs=rngs)
+      h = layer(h, emb, train=train, rngs=rngs, joined=joined)
+      joined = None
     elif isinstance(layer, AttentionBlock):
       h = layer(h, tokens)
     else:
@@ -221,10 +246,11 @@ class UNet(nnx.Module):
     emb = self.time_embed[2](self.time_embed[1](self.time_embed[0](timestep_embedding(t, self.model_channels))))
     emb = emb + self.transformer_proj(pooled)
 
-    def run_block(block: nnx.List, h: jax.Array) -> jax.Array:
+    def run_block(block: nnx.List, h: jax.Array, joined: jax.Array | None = None) -> jax.Array:
+      inputs = (h, emb, tokens) if joined is None else (h, emb, tokens, joined)
       if not self.remat:
-        return _apply_block(block, h, emb, tokens, rngs=rngs, train=train)
-      return recomputed_in_backward(block, h, emb, tokens, rngs=rngs if train else None,
+        return _apply_block(block, *inputs, rngs=rngs, train=train)
+      return recomputed_in_backward(block, *inputs, rngs=rngs if train else None,
                                     function=functools.partial(_apply_block, train=train))
 
     h = x.astype(self.dtype)
@@ -234,7 +260,6 @@ class UNet(nnx.Module):
       skips.append(h)
     h = run_block(self.middle_block, h)
     for block in self.output_blocks:
-      h = jnp.concatenate([h, skips.pop()], axis=-1)
-      h = run_block(block, h)
+      h = run_block(block, h, skips.pop())
     h = h.astype(jnp.float32)
     return self.out[2](self.out[1](self.out[0](h)))
