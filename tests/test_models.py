@@ -319,6 +319,24 @@ def test_attention_backward_keeps_no_weights_from_the_forward_pass(monkeypatch):
   assert blocked < whole - weights_bytes / 2, (whole / weights_bytes, blocked / weights_bytes)
 
 
+def test_attention_backward_in_blocks_makes_its_key_scaling_and_sums_in_the_backward_pass(monkeypatch):
+  """Ten layers whose keys and values the forward pass computes: each keeps about its q, k, v and output
+  (4 arrays of their size) until its backward pass, not also its scaled keys and its blocks' zero sums."""
+  count, tokens, width = 10, 256, 256
+  monkeypatch.setattr(layers, "ATTENTION_BACKWARD_CHUNK_BYTES", tokens * tokens * 4 // 8)
+
+  def stack(x, weights):
+    for w in weights:
+      keys = x * w  # as the UNet's projections make them
+      x = x + qkv_attention(x, keys, keys + 1)
+    return x.sum()
+
+  x = jax.ShapeDtypeStruct((1, tokens, 1, width), jnp.float32)
+  weights = [jax.ShapeDtypeStruct((), jnp.float32)] * count
+  temporaries = jax.jit(jax.grad(stack)).lower(x, weights).compile().memory_analysis().temp_size_in_bytes
+  assert temporaries < 5 * count * tokens * width * 4, temporaries / (tokens * width * 4)
+
+
 def test_exact_gelu_is_jax_gelu_forward_and_its_closed_form_derivative_backward():
   x = np.linspace(-8.0, 8.0, 2001)
   got = jax.vmap(jax.grad(exact_gelu))(jnp.asarray(x, jnp.float32))

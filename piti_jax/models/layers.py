@@ -690,6 +690,9 @@ ATTENTION_BACKWARD_CHUNK_BYTES = 16 * 2**20
 
 def _attention_backward(residuals, out_grad):
   q, k, v, out, row_max, row_sum = residuals
+  # Tied to out_grad: otherwise XLA shares k's scaling and v's layout copies with the forward
+  # pass's (and makes the zero sums below at the start of the step) and keeps them until here.
+  k, v = _after(out_grad, k), _after(out_grad, v)
   chunks = attention_backward_chunks(q.shape, k.shape[1])
   rows = (q, out, out_grad, row_max, row_sum)
   if chunks == 1:
@@ -705,7 +708,7 @@ def _attention_backward(residuals, out_grad):
       q_grad, k_grad, v_grad = _attention_rows_backward(k, v, *block_rows)
       return (sums[0] + k_grad, sums[1] + v_grad), q_grad
 
-    zeros = (jnp.zeros(k.shape, jnp.float32), jnp.zeros(v.shape, jnp.float32))
+    zeros = (_after(out_grad, jnp.zeros(k.shape, jnp.float32)), _after(out_grad, jnp.zeros(v.shape, jnp.float32)))
     (k_grad, v_grad), q_grads = jax.lax.scan(
         block_backward, zeros, [blocks(x, axis) for x, axis in zip(rows, (1, 1, 1, 2, 2))])
     q_grad = jnp.moveaxis(q_grads, 0, 1).reshape(q.shape)
