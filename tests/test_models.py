@@ -346,51 +346,41 @@ def test_exact_gelu_is_jax_gelu_forward_and_its_closed_form_derivative_backward(
   assert (exact_gelu(x32) == jax.nn.gelu(x32, approximate=False)).all()
 
 
-def test_recomputing_convolution_matches_the_plain_layers_in_values_and_gradients():
+@pytest.mark.parametrize("kind", ["convolution", "dense"])
+def test_a_recomputing_layer_matches_the_plain_layers_in_values_and_gradients(kind):
   rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.normal(size=(2, 16, 16, 32)), jnp.float32)
-  keep = jnp.asarray(rng.uniform(size=(2, 8, 8, 32)) < 0.9)
-  norm = GroupNorm32(32, swish=True, dtype=jnp.float32)
-  conv = Conv2d(32, 64, 3, stride=2, dtype=jnp.float32, rngs=nnx.Rngs(1))
+  if kind == "convolution":  # a norm, a resampling and a mask between norm and convolution
+    width = 32
+    x = jnp.asarray(rng.normal(size=(2, 16, 16, width)), jnp.float32)
+    keep = jnp.asarray(rng.uniform(size=(2, 8, 8, width)) < 0.9)
+    norm = GroupNorm32(width, swish=True, dtype=jnp.float32)
+    layer = Conv2d(width, 64, 3, stride=2, dtype=jnp.float32, rngs=nnx.Rngs(1))
 
-  def before(x, scale, bias):  # a norm, a resampling and a mask between norm and convolution
-    return jnp.where(keep, avg_pool_2x(norm.with_affine(x, scale, bias)), 0)
+    def before(x, scale, bias):
+      return jnp.where(keep, avg_pool_2x(norm.with_affine(x, scale, bias)), 0)
+  else:  # a LayerNorm and a GELU between the stream and the projection
+    width = 16
+    x = jnp.asarray(rng.normal(size=(2, 7, width)), jnp.float32)
+    norm = LayerNorm(width)
+    layer = Dense(width, 24, dtype=jnp.float32, rngs=nnx.Rngs(1))
 
-  def plain(conv, x, scale, bias):
-    return jnp.sum(conv(before(x, scale, bias)) ** 2)
+    def before(x, scale, bias):
+      return exact_gelu(norm.with_affine(x, scale, bias))
 
-  def recomputed(conv, x, scale, bias):
-    return jnp.sum(conv.recomputing(before, x, scale, bias) ** 2)
+  def loss(layer, x, scale, bias, recompute):
+    out = layer.recomputing(before, x, scale, bias) if recompute else layer(before(x, scale, bias))
+    return jnp.sum(out ** 2)
 
-  args = (conv, x, jnp.asarray(rng.normal(size=32), jnp.float32), jnp.asarray(rng.normal(size=32), jnp.float32))
-  value, grads = nnx.value_and_grad(plain, argnums=(0, 1, 2, 3))(*args)
-  got_value, got_grads = nnx.value_and_grad(recomputed, argnums=(0, 1, 2, 3))(*args)
+  args = (layer, x, *(jnp.asarray(rng.normal(size=width), jnp.float32) for _ in range(2)))
+  value, grads = nnx.value_and_grad(functools.partial(loss, recompute=False), argnums=(0, 1, 2, 3))(*args)
+  got_value, got_grads = nnx.value_and_grad(functools.partial(loss, recompute=True), argnums=(0, 1, 2, 3))(*args)
   assert got_value == value
-  for got, expected in zip(jax.tree.leaves(got_grads), jax.tree.leaves(grads), strict=True):
-    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+  _assert_close_gradients(got_grads, grads)
 
 
-def test_recomputing_dense_matches_the_plain_layers_in_values_and_gradients():
-  rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.normal(size=(2, 7, 16)), jnp.float32)
-  norm = LayerNorm(16)
-  dense = Dense(16, 24, dtype=jnp.float32, rngs=nnx.Rngs(1))
-
-  def before(x, scale, bias):  # a LayerNorm and a GELU between the stream and the projection
-    return exact_gelu(norm.with_affine(x, scale, bias))
-
-  def plain(dense, x, scale, bias):
-    return jnp.sum(dense(before(x, scale, bias)) ** 2)
-
-  def recomputed(dense, x, scale, bias):
-    return jnp.sum(dense.recomputing(before, x, scale, bias) ** 2)
-
-  args = (dense, x, jnp.asarray(rng.normal(size=16), jnp.float32), jnp.asarray(rng.normal(size=16), jnp.float32))
-  value, grads = nnx.value_and_grad(plain, argnums=(0, 1, 2, 3))(*args)
-  got_value, got_grads = nnx.value_and_grad(recomputed, argnums=(0, 1, 2, 3))(*args)
-  assert got_value == value
-  for got, expected in zip(jax.tree.leaves(got_grads), jax.tree.leaves(grads), strict=True):
-    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+def _assert_close_gradients(got, expected) -> None:
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5 * np.abs(b).max())
 
 
 def _kept_maps(function, params, batch: int, ndim: int = 4) -> list[tuple[tuple[int, ...], str]]:
@@ -440,8 +430,7 @@ def test_an_output_resblock_recomputes_the_concatenation_of_its_inputs():
   value, grads = jax.value_and_grad(loss, argnums=(0, 1, 2))(params, x, joined, True)
   got_value, got_grads = jax.value_and_grad(loss, argnums=(0, 1, 2))(params, x, joined, False)
   np.testing.assert_allclose(got_value, value, rtol=1e-6)
-  for got, expected in zip(jax.tree.leaves(got_grads), jax.tree.leaves(grads), strict=True):
-    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+  _assert_close_gradients(got_grads, grads)
   kept = _kept_maps(lambda p: loss(p, x, joined, False), params, batch)
   assert ((batch, 8, 8, 96), "float32") not in kept and ((batch, 8, 8, 64), "float32") in kept, kept
 
