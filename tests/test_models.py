@@ -452,8 +452,9 @@ def test_transformer_and_attention_blocks_keep_no_norm_or_gelu_outputs_for_the_b
   def attend(p):
     return nnx.merge(graph, p)(image, tokens)
 
-  # of the (B, HW, C) maps only the attention output (proj_out's input), no GroupNorm output; no group statistics
-  assert _kept_maps(attend, params, batch, ndim=3) == [((batch, 3, 24), "float32"), ((batch, 16, 64), "float32")]
+  # of the (B, HW, C) maps only the block's input (the norm's) and the attention output (proj_out's input), no
+  # GroupNorm output; no group statistics
+  assert _kept_maps(attend, params, batch, ndim=3) == [((batch, 3, 24), "float32")] + [((batch, 16, 64), "float32")] * 2
   assert ((batch, 1, 32, 1), "float32") not in _kept_maps(attend, params, batch), _kept_maps(attend, params, batch)
 
 

@@ -514,7 +514,30 @@ def _normalize_affine_backward(groups, activation, residuals, output_grad):
 normalize_affine.defvjp(_normalize_affine_forward, _normalize_affine_backward)
 
 
-class GroupNorm32(nnx.Module):
+class AffineNorm(nnx.Module):
+  """A normalisation with a float32 (channels,) affine: `scale` (ones) and `bias` (zeros).
+
+  Subclasses define `with_affine(x, scale, bias)`, the norm with a given affine; calling the
+  module applies its own. `into` feeds the norm to a linear layer without keeping its output.
+  """
+
+  def __init__(self, channels: int):
+    self.scale = new_param(ONES, (channels,), None)
+    self.bias = new_param(ZEROS, (channels,), None)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.with_affine(x, self.scale[...], self.bias[...])
+
+  def with_affine(self, x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
+    raise NotImplementedError
+
+  def into(self, layer: "Dense | Conv2d", x: jax.Array, **layer_options) -> jax.Array:
+    """layer(self(x)), with the norm's output recomputed in the backward pass (`layer.recomputing`,
+    which takes `layer_options`, e.g. with_bias=False for a convolution)."""
+    return layer.recomputing(self.with_affine, x, self.scale[...], self.bias[...], **layer_options)
+
+
+class GroupNorm32(AffineNorm):
   """GroupNorm with 32 groups and eps 1e-5 computed in float32, optionally followed by SiLU.
 
   scale/bias: float32 (channels,). Input (B, ..., channels) of any float dtype; output in `dtype`.
@@ -525,13 +548,9 @@ class GroupNorm32(nnx.Module):
     if channels % GROUP_NORM_GROUPS:
       raise PitiError(f"GroupNorm needs a channel count divisible by {GROUP_NORM_GROUPS}, got {channels}; "
                       "use a model_channels (times every channel_mult) that is a multiple of 32.")
+    super().__init__(channels)
     self.swish = swish
     self.dtype = dtype
-    self.scale = new_param(ONES, (channels,), None)
-    self.bias = new_param(ZEROS, (channels,), None)
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return self.with_affine(x, self.scale[...], self.bias[...])
 
   def with_affine(self, x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
     """The norm with the given float32 (channels,) affine instead of its parameters' values."""
@@ -550,18 +569,11 @@ class GroupNorm32(nnx.Module):
                             GROUP_NORM_GROUPS, "silu").astype(self.dtype)
 
 
-class LayerNorm(nnx.Module):
+class LayerNorm(AffineNorm):
   """LayerNorm over the last axis, eps 1e-5, computed in float32; output float32.
 
   scale/bias: float32 (width,). Input (..., width).
   """
-
-  def __init__(self, width: int):
-    self.scale = new_param(ONES, (width,), None)
-    self.bias = new_param(ZEROS, (width,), None)
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return self.with_affine(x, self.scale[...], self.bias[...])
 
   def with_affine(self, x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
     """The norm with the given float32 (width,) affine instead of its parameters' values."""
@@ -570,10 +582,6 @@ class LayerNorm(nnx.Module):
     centred = x - mean
     var = jnp.square(centred).mean(axis=-1, keepdims=True)
     return centred * jax.lax.rsqrt(var + NORM_EPS) * scale + bias
-
-  def into(self, dense: Dense, x: jax.Array) -> jax.Array:
-    """dense(self(x)), with the norm's output recomputed in the backward pass (`Dense.recomputing`)."""
-    return dense.recomputing(self.with_affine, x, self.scale[...], self.bias[...])
 
 
 def instance_norm(x: jax.Array) -> jax.Array:
@@ -589,7 +597,7 @@ def instance_norm(x: jax.Array) -> jax.Array:
   return ((grouped - mean) * inv_std).reshape(x.shape)
 
 
-class InstanceNorm(nnx.Module):
+class InstanceNorm(AffineNorm):
   """Affine InstanceNorm2d (per sample and channel over H, W), eps 1e-5, in float32, then `activation`.
 
   scale/bias: float32 (channels,). Input (B, H, W, channels); output in `dtype`.
@@ -598,13 +606,9 @@ class InstanceNorm(nnx.Module):
   """
 
   def __init__(self, channels: int, *, activation: str = "identity", dtype: jnp.dtype):
+    super().__init__(channels)
     self.activation = activation
     self.dtype = dtype
-    self.scale = new_param(ONES, (channels,), None)
-    self.bias = new_param(ZEROS, (channels,), None)
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return self.with_affine(x, self.scale[...], self.bias[...])
 
   def with_affine(self, x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
     """The norm with the given float32 (channels,) affine instead of its parameters' values."""

@@ -49,12 +49,12 @@ class CNN(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     # The InstanceNorm cancels conv1..conv5's biases. Each norm's output is recomputed in the
-    # backward pass (Conv2d.recomputing), so only the convolutions' outputs are kept.
+    # backward pass (`AffineNorm.into`), so only the convolutions' outputs are kept.
     x = self.conv1.before_norm(x)
     for norm, conv in ((self.norm1, self.conv2), (self.norm2, self.conv3), (self.norm3, self.conv4),
                        (self.norm4, self.conv5)):
-      x = conv.recomputing(norm.with_affine, x, norm.scale[...], norm.bias[...], with_bias=False)
-    return self.conv6.recomputing(self.norm5.with_affine, x, self.norm5.scale[...], self.norm5.bias[...])
+      x = norm.into(conv, x, with_bias=False)
+    return self.norm5.into(self.conv6, x)
 
 
 class TaskEncoder(nnx.Module):

@@ -68,26 +68,32 @@ class ResBlock(nnx.Module):
     # concatenation with `joined` is recomputed as well, for the in-norm and the skip convolution:
     # x and joined are kept anyway (joined for the backward pass of the input block after it),
     # their copy need not be (section 26).
-    in_norm, in_conv = self.in_layers[0], self.in_layers[2]
+    in_norm = self.in_layers[0]
     parts = (x,) if joined is None else (x, joined)
-
-    def block_input(*parts: jax.Array) -> jax.Array:
-      return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
-
-    def normed(scale: jax.Array, bias: jax.Array, *parts: jax.Array) -> jax.Array:
-      return self.resample(in_norm.with_affine(block_input(*parts), scale, bias))
-
-    h = in_conv.recomputing(normed, in_norm.scale[...], in_norm.bias[...], *parts)
+    h = self.in_layers[2].recomputing(self._normed_input, in_norm.scale[...], in_norm.bias[...], *parts)
     emb_out = self.emb_layers[1](self.emb_layers[0](emb))
     scale, shift = jnp.split(emb_out, 2, axis=-1)
     h = self.out_layers[0].modulated_silu(h, scale, shift)
     h = self.out_layers[2](h, deterministic=not train, rngs=rngs)
     h = self.out_layers[3](h)
     if isinstance(self.skip_connection, Conv2d):  # the 1x1 convolution's input recomputed as well
-      skip = self.skip_connection.recomputing(lambda *parts: self.resample(block_input(*parts)), *parts)
+      skip = self.skip_connection.recomputing(self._resampled_input, *parts)
     else:
-      skip = self.resample(block_input(*parts))
+      skip = self._resampled_input(*parts)
     return skip + h
+
+  def _resampled_input(self, *parts: jax.Array) -> jax.Array:
+    """The block's input (the parts concatenated along channels), resampled: (B, H', W', channels)."""
+    return self.resample(_concatenated(parts))
+
+  def _normed_input(self, scale: jax.Array, bias: jax.Array, *parts: jax.Array) -> jax.Array:
+    """The in-norm, with the given float32 (channels,) affine, of the block's input, resampled; in `dtype`."""
+    return self.resample(self.in_layers[0].with_affine(_concatenated(parts), scale, bias))
+
+
+def _concatenated(parts: tuple[jax.Array, ...]) -> jax.Array:
+  """(B, H, W, C_i) maps -> (B, H, W, sum C_i) along channels; a single map unchanged."""
+  return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
 
 
 class AttentionBlock(nnx.Module):
@@ -112,11 +118,8 @@ class AttentionBlock(nnx.Module):
 
   def __call__(self, x: jax.Array, tokens: jax.Array) -> jax.Array:
     b, height, width, c = x.shape
-    # The norm's output is recomputed in the backward pass (Dense.recomputing), not kept.
-    def normed(x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
-      return self.norm.with_affine(x, scale, bias).reshape(b, height * width, c)
-
-    qkv = self.qkv.recomputing(normed, x, self.norm.scale[...], self.norm.bias[...])
+    # The norm's output is recomputed in the backward pass (`GroupNorm32.into`), not kept.
+    qkv = self.norm.into(self.qkv, x.reshape(b, height * width, c))
     q, k, v = split_heads(qkv, self.num_heads, 3)
     ek, ev = split_heads(self.encoder_kv(tokens), self.num_heads, 2)
     k = jnp.concatenate([ek, k], axis=1)
