@@ -38,8 +38,8 @@ class ModelConfig:
   Condition encoder: xf_width, xf_layers, xf_heads; for family "glide" also text_ctx, n_vocab;
   for family "piti" task ("mask" | "sketch" | "depth"), cond_size, cnn_hidden;
   recompute_encoder (run the encoder's CNN and each transformer block again in the backward
-  pass instead of keeping their activations, the same mechanism: about a sixth off bench_small's
-  stage-2 step peak on a CPU, its step 5-12% slower; docs/performance.md section 23).
+  pass instead of keeping their activations, the same mechanism: fewer temporaries for one more
+  forward pass of the encoder; docs/performance.md section 23 measures it).
   `name` is the preset the config came from (used by checkpoints to store only overrides).
   """
 
