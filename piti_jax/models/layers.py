@@ -531,7 +531,7 @@ class AffineNorm(nnx.Module):
   def with_affine(self, x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
     raise NotImplementedError
 
-  def into(self, layer: "Dense | Conv2d", x: jax.Array, **layer_options) -> jax.Array:
+  def into(self, layer: Dense | Conv2d, x: jax.Array, **layer_options) -> jax.Array:
     """layer(self(x)), with the norm's output recomputed in the backward pass (`layer.recomputing`,
     which takes `layer_options`, e.g. with_bias=False for a convolution)."""
     return layer.recomputing(self.with_affine, x, self.scale[...], self.bias[...], **layer_options)
