@@ -20,13 +20,8 @@ it as one convolution whose window is the whole cotangent map and whose contract
 depth is the batch; below a batch of 8 XLA:CPU runs it at a fraction of its rate at batch 8
 (e.g. 17-18 GFLOP/s at batch 1 on 64x64x32 -> 32 maps, 85-90 at batch 8). Cutting the output rows into two
 chunks, each with its k - 1 halo rows of the padded input, and stacking the chunks along the
-batch gives the same sum with twice the depth and half the window. Strided convolutions and batches of 8 or more keep XLA's kernel gradient (chunks were slower there).
-
-**Kernel gradient of a 1x1 convolution as a matmul.** XLA expresses it as a convolution too,
-for which it first copies the input into a batch-minor layout; as one matmul of the input and
-the cotangent over all positions (a GEMM that reads both as they are) it ran faster in 11 of the
-12 1x1 rows of `benchmarks/conv_gradients.py --gradients=kernel` (the UNet's skip convolutions
-at batches 1-8: 1.1-2.5x; 0.82x in one; docs/performance.md section 27).
+batch gives the same sum with twice the depth and half the window. Strided convolutions, 1x1
+kernels and batches of 8 or more keep XLA's kernel gradient (chunks were slower there).
 """
 
 import functools
@@ -66,9 +61,7 @@ def _backward(stride, padding, residuals, output_grad):
     input_grad = phase_input_gradient(output_grad, kernel, x.shape, stride, padding)
   else:
     input_grad = xla_input_gradient(x, kernel, output_grad, stride, padding)
-  if stride == 1 and kernel.shape[:2] == (1, 1) and padding == 0:
-    kernel_grad = pointwise_kernel_gradient(x, output_grad).astype(kernel.dtype)
-  elif stride == 1 and kernel.shape[0] > 1 and x.shape[0] < ROW_CHUNK_BATCH and output_grad.shape[1] >= ROW_CHUNKS:
+  if stride == 1 and kernel.shape[0] > 1 and x.shape[0] < ROW_CHUNK_BATCH and output_grad.shape[1] >= ROW_CHUNKS:
     kernel_grad = row_chunked_kernel_gradient(x, kernel, output_grad, padding, ROW_CHUNKS)
   else:
     kernel_grad = xla_kernel_gradient(x, kernel, output_grad, stride, padding)
@@ -88,14 +81,6 @@ def xla_kernel_gradient(x: jax.Array, kernel: jax.Array, output_grad: jax.Array,
                         padding: int) -> jax.Array:
   """XLA's own kernel gradient of `conv(x, kernel, stride, padding)`: (k, k, C, O) in kernel's dtype."""
   return jax.vjp(lambda kernel: conv(x, kernel, stride, padding), kernel)[1](output_grad)[0]
-
-
-def pointwise_kernel_gradient(x: jax.Array, output_grad: jax.Array) -> jax.Array:
-  """Kernel gradient of the 1x1, stride-1, unpadded `conv(x, kernel, 1, 0)` as one matmul over all positions.
-
-  x: (B, H, W, C); output_grad: (B, H, W, O). Returns (1, 1, C, O) in x's dtype.
-  """
-  return jnp.einsum("bhwc,bhwo->co", x, output_grad)[None, None]
 
 
 def row_chunked_kernel_gradient(x: jax.Array, kernel: jax.Array, output_grad: jax.Array, padding: int,
