@@ -517,8 +517,9 @@ normalize_affine.defvjp(_normalize_affine_forward, _normalize_affine_backward)
 class AffineNorm(nnx.Module):
   """A normalisation with a float32 (channels,) affine: `scale` (ones) and `bias` (zeros).
 
-  Subclasses define `with_affine(x, scale, bias)`, the norm with a given affine; calling the
-  module applies its own. `into` feeds the norm to a linear layer without keeping its output.
+  A base for the norms below, each of which defines `with_affine(x, scale, bias)`: the norm with
+  a given affine. Calling the module applies its own affine; `into` feeds the norm to a linear
+  layer without keeping its output.
   """
 
   def __init__(self, channels: int):
@@ -527,9 +528,6 @@ class AffineNorm(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.with_affine(x, self.scale[...], self.bias[...])
-
-  def with_affine(self, x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
-    raise NotImplementedError
 
   def into(self, layer: Dense | Conv2d, x: jax.Array, **layer_options) -> jax.Array:
     """layer(self(x)), with the norm's output recomputed in the backward pass (`layer.recomputing`,

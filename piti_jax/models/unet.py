@@ -84,16 +84,11 @@ class ResBlock(nnx.Module):
 
   def _resampled_input(self, *parts: jax.Array) -> jax.Array:
     """The block's input (the parts concatenated along channels), resampled: (B, H', W', channels)."""
-    return self.resample(_concatenated(parts))
+    return self.resample(jnp.concatenate(parts, axis=-1))
 
   def _normed_input(self, scale: jax.Array, bias: jax.Array, *parts: jax.Array) -> jax.Array:
     """The in-norm, with the given float32 (channels,) affine, of the block's input, resampled; in `dtype`."""
-    return self.resample(self.in_layers[0].with_affine(_concatenated(parts), scale, bias))
-
-
-def _concatenated(parts: tuple[jax.Array, ...]) -> jax.Array:
-  """(B, H, W, C_i) maps -> (B, H, W, sum C_i) along channels; a single map unchanged."""
-  return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
+    return self.resample(self.in_layers[0].with_affine(jnp.concatenate(parts, axis=-1), scale, bias))
 
 
 class AttentionBlock(nnx.Module):
@@ -118,7 +113,7 @@ class AttentionBlock(nnx.Module):
 
   def __call__(self, x: jax.Array, tokens: jax.Array) -> jax.Array:
     b, height, width, c = x.shape
-    # The norm's output is recomputed in the backward pass (`GroupNorm32.into`), not kept.
+    # The norm's output is recomputed in the backward pass (`AffineNorm.into`), not kept.
     qkv = self.norm.into(self.qkv, x.reshape(b, height * width, c))
     q, k, v = split_heads(qkv, self.num_heads, 3)
     ek, ev = split_heads(self.encoder_kv(tokens), self.num_heads, 2)
