@@ -529,10 +529,17 @@ class AffineNorm(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.with_affine(x, self.scale[...], self.bias[...])
 
-  def into(self, layer: Dense | Conv2d, x: jax.Array, **layer_options) -> jax.Array:
-    """layer(self(x)), with the norm's output recomputed in the backward pass (`layer.recomputing`,
-    which takes `layer_options`, e.g. with_bias=False for a convolution)."""
-    return layer.recomputing(self.with_affine, x, self.scale[...], self.bias[...], **layer_options)
+  def into(self, layer: Dense | Conv2d, *parts: jax.Array, then: Callable[[jax.Array], jax.Array] | None = None,
+           **layer_options) -> jax.Array:
+    """layer(then(self(x))) for x the `parts` concatenated along the last axis (one part: x itself),
+    with what goes into the layer recomputed in the backward pass instead of kept (`layer.recomputing`,
+    which takes `layer_options`, e.g. with_bias=False for a convolution). `then` maps the norm's
+    output to the layer's input shape (a resampling); None feeds it as is."""
+    def norm_then(scale: jax.Array, bias: jax.Array, *parts: jax.Array) -> jax.Array:
+      normed = self.with_affine(jnp.concatenate(parts, axis=-1), scale, bias)
+      return normed if then is None else then(normed)
+
+    return layer.recomputing(norm_then, self.scale[...], self.bias[...], *parts, **layer_options)
 
 
 class GroupNorm32(AffineNorm):

@@ -63,14 +63,13 @@ class ResBlock(nnx.Module):
     """x (B, H, W, C1); with `joined` (B, H, W, C2) the block's input is their concatenation
     (the reference's torch.cat of an output block's input with its skip), C1 + C2 = channels."""
     # The in-norm's output (the in-convolution's input) is recomputed in the backward pass
-    # (Conv2d.recomputing); in_layers[1] is the identity. The out-norm's is not: with the dropout
+    # (`AffineNorm.into`); in_layers[1] is the identity. The out-norm's is not: with the dropout
     # between, it cost more time than it saved memory (docs/performance.md, section 19). The
     # concatenation with `joined` is recomputed as well, for the in-norm and the skip convolution:
     # x and joined are kept anyway (joined for the backward pass of the input block after it),
     # their copy need not be (section 26).
-    in_norm = self.in_layers[0]
     parts = (x,) if joined is None else (x, joined)
-    h = self.in_layers[2].recomputing(self._normed_input, in_norm.scale[...], in_norm.bias[...], *parts)
+    h = self.in_layers[0].into(self.in_layers[2], *parts, then=self.resample)
     emb_out = self.emb_layers[1](self.emb_layers[0](emb))
     scale, shift = jnp.split(emb_out, 2, axis=-1)
     h = self.out_layers[0].modulated_silu(h, scale, shift)
@@ -85,10 +84,6 @@ class ResBlock(nnx.Module):
   def _resampled_input(self, *parts: jax.Array) -> jax.Array:
     """The block's input (the parts concatenated along channels), resampled: (B, H', W', channels)."""
     return self.resample(jnp.concatenate(parts, axis=-1))
-
-  def _normed_input(self, scale: jax.Array, bias: jax.Array, *parts: jax.Array) -> jax.Array:
-    """The in-norm, with the given float32 (channels,) affine, of the block's input, resampled; in `dtype`."""
-    return self.resample(self.in_layers[0].with_affine(jnp.concatenate(parts, axis=-1), scale, bias))
 
 
 class AttentionBlock(nnx.Module):
