@@ -6,8 +6,8 @@ After its backward pass a train step takes the global gradient norm, runs the op
 the update and moves the parameter averages (piti_jax/train/step.py). Every one of those works
 leaf by leaf, so XLA compiles a few small programs (fusions) per trained parameter array. This
 times that part at the job's trained parameter shapes, random values, in two forms jitted on
-their own and run in turns: `tree`, the step's own code (`optax.tree.norm`, the job's
-optimizer, `optax.apply_updates`, `ema.update_ema`), and `flat`, the same computation on all
+their own and run in turns: `tree`, the step's own code (`step.apply_gradients`: `optax.tree.norm`,
+the job's optimizer, `optax.apply_updates`, `ema.update_ema`), and `flat`, the same computation on all
 the trained parameters concatenated into one vector (the job's optimizer on a one-leaf tree,
 so it needs one learning rate for all parts). One JSON line: median ms of --repeats runs of
 each, their spreads, the fusions each compiled program holds, the trained arrays and floats,
@@ -21,31 +21,18 @@ import piti_jax  # noqa: F401  (sets the project's XLA:CPU flags before JAX star
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
+from jax.flatten_util import ravel_pytree
 from absl import app, flags
 from ml_collections import config_flags
 
 from piti_jax.train import ema as ema_lib
-from piti_jax.train import loop, partition
+from piti_jax.train import loop, partition, step
 
 import common
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/bench.py:tiny", "Job config whose update to time.")
 _MODE = flags.DEFINE_string("mode", None, "stage1 / stage2 / pretrain (default: the config's trainable set).")
 _REPEATS = flags.DEFINE_integer("repeats", 25, "Timed runs of each form; the median is reported.")
-
-
-def update(tx: optax.GradientTransformation, rates: tuple[float, ...], params, grads, opt_state, ema):
-  """One update as the train step makes it: (new params, new optimizer state, new averages, gradient norm)."""
-  grad_norm = optax.tree.norm(grads)
-  updates, opt_state = tx.update(grads, opt_state, params)
-  params = optax.apply_updates(params, updates)
-  return params, opt_state, ema_lib.update_ema(ema, params, rates), grad_norm
-
-
-def flattened(tree) -> jax.Array:
-  """All leaves of `tree` raveled and concatenated: float32 (total size,)."""
-  return jnp.concatenate([leaf.ravel() for leaf in jax.tree.leaves(tree)])
 
 
 def main(argv) -> None:
@@ -61,16 +48,16 @@ def main(argv) -> None:
   params = jax.tree.map(lambda leaf: jnp.asarray(rng.standard_normal(leaf.shape, dtype=np.float32)), shapes)
   grads = jax.tree.map(lambda leaf: jnp.asarray(1e-3 * rng.standard_normal(leaf.shape, dtype=np.float32)), shapes)
   rates, tx = tuple(trainer.ema_rates), trainer.functions.tx
-  flat_params, flat_grads = flattened(params), flattened(grads)
+  flat_params, flat_grads = ravel_pytree(params)[0], ravel_pytree(grads)[0]
   inputs = {"tree": (params, grads, tx.init(params), ema_lib.init_ema(params, rates)),
             "flat": (flat_params, flat_grads, tx.init(flat_params), ema_lib.init_ema(flat_params, rates))}
-  compiled = {form: jax.jit(lambda *args: update(tx, rates, *args)).lower(*args).compile()
+  compiled = {form: jax.jit(lambda *args: step.apply_gradients(tx, rates, *args)).lower(*args).compile()
               for form, args in inputs.items()}
   results = {form: jax.block_until_ready(compiled[form](*args)) for form, args in inputs.items()}
   times = common.timed_in_turns({form: (lambda form=form: compiled[form](*inputs[form])) for form in inputs},
                                 _REPEATS.value)
   largest = float(jnp.max(jnp.abs(flat_params)))
-  difference = float(jnp.max(jnp.abs(flattened(results["tree"][0]) - results["flat"][0]))) / largest
+  difference = float(jnp.max(jnp.abs(ravel_pytree(results["tree"][0])[0] - results["flat"][0]))) / largest
   line = {"preset": config.model.preset, "mode": _MODE.value or config.train.trainable or "all",
           "device": jax.devices()[0].platform, "trained_arrays": len(jax.tree.leaves(params)),
           "trained_floats": int(flat_params.size), "ema_rates": list(rates), "repeats": _REPEATS.value}

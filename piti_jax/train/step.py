@@ -63,6 +63,19 @@ def _keep_if(bad: jax.Array, new: Any, old: Any) -> Any:
   return jax.tree.map(lambda n, o: jnp.where(bad, o, n), new, old)
 
 
+def apply_gradients(tx: optax.GradientTransformation, ema_rates: tuple[float, ...], params: Any, grads: Any,
+                    opt_state: Any, ema: dict[str, Any]) -> tuple[Any, Any, dict[str, Any], jax.Array]:
+  """The update part of a train step: (new params, new optimizer state, new averages, global gradient norm).
+
+  params and grads: the trainable tree; ema: the averages by rate name (`ema.update_ema`); the norm is
+  a float32 scalar. `benchmarks/update_step.py` times this alone.
+  """
+  grad_norm = optax.tree.norm(grads)
+  updates, opt_state = tx.update(grads, opt_state, params)
+  params = optax.apply_updates(params, updates)
+  return params, opt_state, ema_lib.update_ema(ema, params, ema_rates), grad_norm
+
+
 def make_train_step(models: StepModels, diffusion: GaussianDiffusion, tx: optax.GradientTransformation,
                     disc_tx: optax.GradientTransformation | None, config: StepConfig) -> Callable:
   """train_step(state, batch, extras) -> (state, metrics); not yet jitted (see `jit_train_step`).
@@ -110,18 +123,13 @@ def make_train_step(models: StepModels, diffusion: GaussianDiffusion, tx: optax.
       loss = loss + adversarial.loss
       metrics.update(adversarial.metrics)
     (grads,) = pullback(cotangent)
-    grad_norm = optax.tree.norm(grads)
+    params, opt_state, ema, grad_norm = apply_gradients(tx, config.ema_rates, state.params, grads, state.opt_state,
+                                                        state.ema)
     nonfinite = ~(jnp.isfinite(loss) & jnp.isfinite(grad_norm))
     if objective.adversarial:
       nonfinite = nonfinite | ~jnp.isfinite(metrics["critic_loss"])
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    new.update(
-        params=params,
-        opt_state=opt_state,
-        ema=ema_lib.update_ema(state.ema, params, config.ema_rates),
-        sampler=timestep_sampler.update_sampler_state(state.sampler, t, terms["diffusion"]),
-    )
+    new.update(params=params, opt_state=opt_state, ema=ema,
+               sampler=timestep_sampler.update_sampler_state(state.sampler, t, terms["diffusion"]))
     metrics.update(loss=loss, mse=jnp.mean(terms["mse"]), vb=jnp.mean(terms["vb"]), grad_norm=grad_norm,
                    nonfinite=nonfinite.astype(jnp.float32))
     return state.replace(step=state.step + 1, **new), metrics
