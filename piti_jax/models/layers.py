@@ -304,10 +304,10 @@ def recomputed_in_backward(module: nnx.Module, *inputs: jax.Array, function: Cal
 
   What autodiff keeps between the forward and the backward pass is only `inputs` (and the
   module's parameters); the backward pass recomputes the forward pass once the output gradient
-  exists and takes its pullback. The recomputation is tied to the output gradient through the
-  data (`_after`): XLA:CPU drops the optimisation barriers that `jax.checkpoint` relies on and
-  would merge the recomputation with the forward pass, so this is the one recomputation
-  mechanism on every backend (the UNet's `remat`, the encoders' `recompute`). For modules whose
+  exists and takes its pullback. The recomputation is tied to the output gradient (`_after`: an
+  optimisation barrier, or on a CPU a dependency in the data): XLA:CPU drops the barriers that
+  `jax.checkpoint` relies on and would merge the recomputation with the forward pass, so this is
+  the one recomputation mechanism on every backend (the UNet's `remat`, the encoders' `recompute`). For modules whose
   intermediates are large next to their inputs: a UNet block, a transformer block, the task
   encoder's CNN.
   Args:
@@ -364,16 +364,24 @@ def _after(signal: jax.Array, x: jax.Array) -> jax.Array:
 
   Without it XLA would merge a recomputation from forward-pass values with the forward pass's
   own computation (or schedule it right after), which keeps its result alive through the whole
-  backward pass. XLA:CPU drops `jax.lax.optimization_barrier`, so the dependency is in the data:
-  min(|s|, 0) is 0 for every finite or infinite s (and NaN for a NaN, which the step flags anyway).
+  backward pass. XLA:GPU and XLA:TPU keep `jax.lax.optimization_barrier`, which orders without
+  touching x. XLA:CPU drops it, so there the dependency is in the data: x + min(|s|, 0), with
+  min(|s|, 0) 0 for every finite or infinite s (and NaN for a NaN, which the step flags anyway).
   Args:
-    signal: any non-empty array; its first element is read.
+    signal: any non-empty array; on a CPU its first element is read.
     x: any float array.
   Returns:
     x's values, shape and dtype.
   """
+  if _barriers_kept():
+    return jax.lax.optimization_barrier((signal, x))[1]
   first = signal.reshape(-1)[0].astype(x.dtype)
   return x + jnp.minimum(jnp.abs(first), 0)
+
+
+def _barriers_kept() -> bool:
+  """Whether the default backend's compiler keeps optimisation barriers (all but XLA:CPU; checked at trace time)."""
+  return jax.default_backend() != "cpu"
 
 
 @jax.custom_vjp
