@@ -37,6 +37,9 @@ Rows (sizes are the bench_tiny / bench_small presets, configs/bench.py):
   encoder pass divided by the step count).
 - upsample_tiny: one step of the upsampler sampler (fast27, temperature 0.997, no
   guidance) at a bench_tiny-width 64->256 upsampler.
+The sampler rows build a randomly initialised model (a sampling run reads its weights from a
+checkpoint instead) and, as the train rows, empty JAX's caches once it is built and once the
+sampler is compiled, so the programs that initialised the weights are not held.
 """
 
 import argparse
@@ -254,8 +257,8 @@ def _project_sampler(config, row: dict, sample_steps: int):
   from piti_jax.models import presets  # pylint: disable=import-outside-toplevel
 
   upsampler = row["kind"] == "upsample"
-  model = presets.build_model(config, rngs=nnx.Rngs(0))
-  graphdef, state = nnx.split(model)
+  graphdef, state = nnx.split(presets.build_model(config, rngs=nnx.Rngs(0)))
+  jax.clear_caches()  # the initialisers' programs (a sampling run reads a checkpoint instead)
   if upsampler:
     settings = sampling.SamplingConfig(respacing=UPSAMPLE_RESPACING, temperature=UPSAMPLE_TEMPERATURE)
   else:
@@ -323,6 +326,7 @@ def run_project(row: dict, steps: int, sample_steps: int) -> dict:
     low = rng.uniform(-1, 1, (batch, LOW_RES, LOW_RES, 3)).astype(np.float32) if config.super_res else None
     key = jax.random.key(0)
     compiled = sample.lower(state, cond, low, key).compile()
+    jax.clear_caches()  # `compiled` is kept
     jax.block_until_ready(compiled(state, cond, low, key))
     rss.reset_peak()
     times = [t / count for t in common.timed(lambda: compiled(state, cond, low, key), 2)]
