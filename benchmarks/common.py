@@ -170,26 +170,6 @@ def spread(seconds: list[float]) -> float:
   return round((max(seconds) - min(seconds)) / statistics.median(seconds), 3)
 
 
-def timed(fn: Callable[[], Any], repeats: int) -> list[float]:
-  """Wall seconds of `repeats` calls of fn (each blocked until ready)."""
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return times
-
-
-def timed_in_turns(calls: dict[Any, Callable[[], Any]], repeats: int) -> dict[Any, list[float]]:
-  """Wall seconds of `repeats` runs of each (already compiled) call, the calls taking turns run by run,
-  so they all see the same host load."""
-  times = {key: [] for key in calls}
-  for _ in range(repeats):
-    for key, call in calls.items():
-      times[key] += timed(call, 1)
-  return times
-
-
 def matmul_peak() -> float:
   return accounting.measured_matmul_peak()
 

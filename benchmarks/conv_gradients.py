@@ -28,6 +28,7 @@ from absl import app, flags
 from piti_jax.models import conv_gradients
 
 import common
+import timing
 
 _GRADIENTS = flags.DEFINE_list("gradients", ["input", "kernel"], "Tables: input (strided), kernel (stride 1).")
 _BATCH = flags.DEFINE_integer("batch", 4, "Images per batch of the strided (input) table.")
@@ -45,7 +46,7 @@ def median_ms(function, *args) -> float:
   """Median wall ms of --repeats calls of the jitted function, after one warm-up call."""
   call = functools.partial(function, *args)
   jax.block_until_ready(call())
-  return common.median_ms(common.timed(call, _REPEATS.value))
+  return common.median_ms(timing.timed(call, _REPEATS.value))
 
 
 def max_relative_difference(a: jax.Array, b: jax.Array) -> float:

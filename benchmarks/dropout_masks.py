@@ -33,6 +33,7 @@ from ml_collections import config_flags
 from piti_jax.models import dropout, layers
 
 import common
+import timing
 
 _REPEATS = flags.DEFINE_integer("repeats", 25, "Timed runs per program; the median is reported.")
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Job config whose train step to time instead.")
@@ -115,7 +116,7 @@ def main(argv):
   calls = {(name, program, source): build(shape, draw_mask, np.random.default_rng(0))
            for name, shape in MAPS for program, build in programs.items() for source, draw_mask in MASKS.items()}
   results = {case: jax.block_until_ready(call()) for case, call in calls.items()}  # compile
-  times = common.timed_in_turns(calls, _REPEATS.value)
+  times = timing.timed_in_turns(calls, _REPEATS.value)
   for name, shape in MAPS:
     line = {"map": name, "shape": shape, "dropout": RATE, "device": jax.devices()[0].platform,
             "repeats": _REPEATS.value}

@@ -21,6 +21,7 @@ from absl import app, flags
 from piti_jax.models import layers
 
 import common
+import timing
 
 _REPEATS = flags.DEFINE_integer("repeats", 25, "Timed runs per program; the median is reported.")
 
@@ -55,7 +56,7 @@ def main(argv):
   programs = {(name, kind): call for name, kinds in calls.items() for kind, call in kinds.items()}
   for call in programs.values():
     jax.block_until_ready(call())  # compile
-  times = common.timed_in_turns(programs, _REPEATS.value)
+  times = timing.timed_in_turns(programs, _REPEATS.value)
   for name, shape, groups, activation, _ in LAYERS:
     print(json.dumps({"layer": name, "shape": shape, "groups": groups, "activation": activation,
                       "device": jax.devices()[0].platform, "repeats": _REPEATS.value,

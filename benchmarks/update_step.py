@@ -29,6 +29,7 @@ from piti_jax.train import ema as ema_lib
 from piti_jax.train import loop, partition, step
 
 import common
+import timing
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/bench.py:tiny", "Job config whose update to time.")
 _MODE = flags.DEFINE_string("mode", None, "stage1 / stage2 / pretrain (default: the config's trainable set).")
@@ -54,7 +55,7 @@ def main(argv) -> None:
   compiled = {form: jax.jit(lambda *args: step.apply_gradients(tx, rates, *args)).lower(*args).compile()
               for form, args in inputs.items()}
   results = {form: jax.block_until_ready(compiled[form](*args)) for form, args in inputs.items()}
-  times = common.timed_in_turns({form: (lambda form=form: compiled[form](*inputs[form])) for form in inputs},
+  times = timing.timed_in_turns({form: (lambda form=form: compiled[form](*inputs[form])) for form in inputs},
                                 _REPEATS.value)
   largest = float(jnp.max(jnp.abs(flat_params)))
   difference = float(jnp.max(jnp.abs(ravel_pytree(results["tree"][0])[0] - results["flat"][0]))) / largest

@@ -39,7 +39,9 @@ Rows (sizes are the bench_tiny / bench_small presets, configs/bench.py):
   guidance) at a bench_tiny-width 64->256 upsampler.
 The sampler rows build a randomly initialised model (a sampling run reads its weights from a
 checkpoint instead) and, as the train rows, empty JAX's caches once it is built and once the
-sampler is compiled, so the programs that initialised the weights are not held.
+sampler is compiled, so the programs that initialised the weights are not held; their child
+processes import the model and sampling code only, not the training stack (data pipeline,
+optimizer, train loop), as a sampling run does.
 """
 
 import argparse
@@ -301,13 +303,14 @@ def run_project(row: dict, steps: int, sample_steps: int) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
 
-  import common  # pylint: disable=import-outside-toplevel
+  import timing  # pylint: disable=import-outside-toplevel
   from piti_jax import accounting  # pylint: disable=import-outside-toplevel
 
   baseline = rss.current_mib()
   config = _model_config(row)
   batch = row["batch"]
   if row["kind"] == "train":
+    import common  # pylint: disable=import-outside-toplevel  (the training stack: not loaded by the sampler rows)
     job = common.load_job_config("bench", row["size"])
     job.train.global_batch_size = batch
     job.model.overrides.recompute_encoder = row["recompute_encoder"]
@@ -329,7 +332,7 @@ def run_project(row: dict, steps: int, sample_steps: int) -> dict:
     jax.clear_caches()  # `compiled` is kept
     jax.block_until_ready(compiled(state, cond, low, key))
     rss.reset_peak()
-    times = [t / count for t in common.timed(lambda: compiled(state, cond, low, key), 2)]
+    times = [t / count for t in timing.timed(lambda: compiled(state, cond, low, key), 2)]
     step_peak = rss.peak_mib()
     xla_flops = accounting.compiled_flops(compiled) / count
     doubled = batch if config.super_res else 2 * batch
