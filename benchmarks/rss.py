@@ -37,3 +37,19 @@ def current_mib() -> float:
 def process_peak_mib() -> float:
   """Peak RSS since the process started, MiB."""
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class _MallInfo2(ctypes.Structure):
+  _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                    "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def heap_mib() -> dict[str, int]:
+  """glibc's malloc totals (`mallinfo2`, glibc 2.33+), MiB: the arenas' size, what of it is in use and
+  free, and the blocks mapped on their own (`mmap`). Free arena memory is resident where the pages
+  were touched and `malloc_trim` could not return them (pages shared with blocks still in use)."""
+  libc = ctypes.CDLL("libc.so.6")
+  libc.mallinfo2.restype = _MallInfo2
+  info = libc.mallinfo2()
+  return {"arena": info.arena >> 20, "in_use": info.uordblks >> 20, "free": info.fordblks >> 20,
+          "mapped": info.hblkhd >> 20}
