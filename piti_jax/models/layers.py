@@ -491,24 +491,11 @@ def _normalize_affine_forward(x, scale, bias, groups, activation):
   # channel: C on the minor axis keeps them vectorised (the grouped layout's minor axis has
   # C / groups entries, often 1 or 2).
   channels = x.shape[-1]
-  channel_mean, channel_scale, channel_bias = _computed_apart(
-      _repeat_per_channel(mean, channels), _repeat_per_channel(inv_std, channels) * scale, bias)
-  pre_activation = ((x.astype(jnp.float32) - _per_position(channel_mean, x.ndim))
-                    * _per_position(channel_scale, x.ndim)
-                    + _per_position(channel_bias, x.ndim))
+  channel_scale = _per_position(_repeat_per_channel(inv_std, channels), x.ndim) * _per_position(scale, x.ndim)
+  pre_activation = ((x.astype(jnp.float32) - _per_position(_repeat_per_channel(mean, channels), x.ndim))
+                    * channel_scale
+                    + _per_position(bias, x.ndim))
   return ACTIVATIONS[activation][0](pre_activation), (x, scale, bias, mean, inv_std)
-
-
-def _computed_apart(*rows: jax.Array) -> tuple[jax.Array, ...]:
-  """The small per-channel arrays a norm applies to a map, made as arrays of their own on a CPU.
-
-  XLA:CPU fuses such producers (statistics repeated per channel, the timestep modulation's scale and
-  shift) into the loop over the whole map and recomputes them, with their index arithmetic, for every
-  element: 0.75 ms more than computing them apart for an (8, 64, 64, 64) GroupNorm + SiLU on 2 cores
-  (docs/performance.md, section 29). The barrier keeps them out of that fusion; the values are the same.
-  Other backends get the arrays as they are.
-  """
-  return rows if _barriers_kept() else jax.lax.optimization_barrier(rows)
 
 
 def _normalize_affine_backward(groups, activation, residuals, output_grad):
