@@ -306,11 +306,12 @@ def run_project(row: dict, steps: int, sample_steps: int) -> dict:
   import timing  # pylint: disable=import-outside-toplevel
   from piti_jax import accounting  # pylint: disable=import-outside-toplevel
 
+  if row["kind"] == "train":
+    import common  # pylint: disable=import-outside-toplevel  (the training stack: not loaded by the sampler rows)
   baseline = rss.current_mib()
   config = _model_config(row)
   batch = row["batch"]
   if row["kind"] == "train":
-    import common  # pylint: disable=import-outside-toplevel  (the training stack: not loaded by the sampler rows)
     job = common.load_job_config("bench", row["size"])
     job.train.global_batch_size = batch
     job.model.overrides.recompute_encoder = row["recompute_encoder"]
