@@ -335,7 +335,11 @@ def run_project(row: dict, steps: int, sample_steps: int) -> dict:
     rss.reset_peak()
     times = [t / count for t in timing.timed(lambda: compiled(state, cond, low, key), 2)]
     step_peak = rss.peak_mib()
-    xla_flops = accounting.compiled_flops(compiled) / count
+    # XLA's cost analysis counts a loop's body once: the program counts its encoder passes (the
+    # conditions, and the null condition once when guided) and one step of the loop.
+    encoded_once = _forward_flops(config, batch, encoder_only=True) + (
+        0.0 if config.super_res else _forward_flops(config, 1, encoder_only=True))
+    xla_flops = accounting.compiled_flops(compiled) - encoded_once + encoded_once / count
     doubled = batch if config.super_res else 2 * batch
     forward = _forward_flops(config, doubled, encoder_only=False)
     encoder = _forward_flops(config, doubled, encoder_only=True)
