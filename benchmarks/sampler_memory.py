@@ -4,7 +4,7 @@
   JAX_COMPILATION_CACHE_DIR=DIR python benchmarks/sampler_memory.py ...   # twice: the second loads the program
 
 Builds the row's model and jitted sampling loop as vs_pytorch.py's project side does (its
-`_project_sampler`: random weights, JAX's caches emptied once they exist) and prints one JSON
+`project_sampler`: random weights, JAX's caches emptied once they exist) and prints one JSON
 line: the RSS in MiB after each stage, each read after `rss.reset_peak()` (glibc `malloc_trim`,
 so freed heap pages that could be returned do not count): the imports with the JAX backend
 started, the model built, the sampler lowered, compiled (JAX's caches emptied again), and per
@@ -44,8 +44,8 @@ def main() -> None:
   jax.numpy.zeros(1).block_until_ready()
   reached("backend")
   row = vs_pytorch.ROWS[args.row]
-  config = vs_pytorch._model_config(row)  # pylint: disable=protected-access
-  sample, state, _ = vs_pytorch._project_sampler(config, row, args.sample_steps)  # pylint: disable=protected-access
+  config = vs_pytorch.model_config(row)
+  sample, state, _ = vs_pytorch.project_sampler(config, row, args.sample_steps)
   reached("model_built")
   rng = np.random.default_rng(0)
   batch = row["batch"]

@@ -77,7 +77,7 @@ UPSAMPLE_RESPACING = "fast27"
 THREADS = 2
 
 
-def _model_config(row: dict):
+def model_config(row: dict):
   from piti_jax.models import presets  # pylint: disable=import-outside-toplevel
 
   overrides = UPSAMPLER_OVERRIDES if row["kind"] == "upsample" else {}
@@ -86,7 +86,7 @@ def _model_config(row: dict):
 
 def row_spec(row: dict) -> dict:
   """Everything a child needs about a row, as JSON (the reference's child never imports JAX)."""
-  config = _model_config(row)
+  config = model_config(row)
   fields = ("image_size", "model_channels", "xf_width", "xf_layers", "xf_heads", "cond_size", "cond_channels")
   return dict(row, model={name: getattr(config, name) for name in fields},
               options=_reference_options(config, row))
@@ -250,8 +250,8 @@ def run_reference(row: dict, piti_repo: str, steps: int, sample_steps: int) -> d
 # Project side.
 
 
-def _project_sampler(config, row: dict, sample_steps: int):
-  """(jitted sample(params, cond, low_res, key), model state, encoder-call FLOPs, step count)."""
+def project_sampler(config, row: dict, sample_steps: int):
+  """(jitted sample(state, cond, low_res, key), the random model's state, the respaced step count)."""
   import jax  # pylint: disable=import-outside-toplevel
   from flax import nnx  # pylint: disable=import-outside-toplevel
 
@@ -309,7 +309,7 @@ def run_project(row: dict, steps: int, sample_steps: int) -> dict:
   if row["kind"] == "train":
     import common  # pylint: disable=import-outside-toplevel  (the training stack: not loaded by the sampler rows)
   baseline = rss.current_mib()
-  config = _model_config(row)
+  config = model_config(row)
   batch = row["batch"]
   if row["kind"] == "train":
     job = common.load_job_config("bench", row["size"])
@@ -324,7 +324,7 @@ def run_project(row: dict, steps: int, sample_steps: int) -> dict:
     model_flops = 3.0 * forward
     reference_model_flops = model_flops
   else:
-    sample, state, count = _project_sampler(config, row, sample_steps)
+    sample, state, count = project_sampler(config, row, sample_steps)
     rng = np.random.default_rng(0)
     cond = rng.uniform(-1, 1, (batch, config.cond_size, config.cond_size, config.cond_channels)).astype(np.float32)
     low = rng.uniform(-1, 1, (batch, LOW_RES, LOW_RES, 3)).astype(np.float32) if config.super_res else None
@@ -335,14 +335,14 @@ def run_project(row: dict, steps: int, sample_steps: int) -> dict:
     rss.reset_peak()
     times = [t / count for t in timing.timed(lambda: compiled(state, cond, low, key), 2)]
     step_peak = rss.peak_mib()
+    encoder_per_image = _forward_flops(config, 1, encoder_only=True)  # linear in the batch
     # XLA's cost analysis counts a loop's body once: the program counts its encoder passes (the
     # conditions, and the null condition once when guided) and one step of the loop.
-    encoded_once = _forward_flops(config, batch, encoder_only=True) + (
-        0.0 if config.super_res else _forward_flops(config, 1, encoder_only=True))
+    encoded_once = encoder_per_image * (batch if config.super_res else batch + 1)
     xla_flops = accounting.compiled_flops(compiled) - encoded_once + encoded_once / count
     doubled = batch if config.super_res else 2 * batch
     forward = _forward_flops(config, doubled, encoder_only=False)
-    encoder = _forward_flops(config, doubled, encoder_only=True)
+    encoder = encoder_per_image * doubled
     model_flops = forward - encoder + encoder / count
     reference_model_flops = forward
   peak = accounting.measured_matmul_peak() if jax.devices()[0].platform == "cpu" else None
