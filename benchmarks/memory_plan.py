@@ -3,12 +3,13 @@
   python benchmarks/memory_plan.py --config configs/coco_stuff_mask.py:stage2 --devices 8 --mesh data=8,fsdp=1
   python benchmarks/memory_plan.py --config configs/text_pretrain.py:base --preset glide_full_base64 \
       --devices 64 --mesh data=8,fsdp=8 --dtype bfloat16 --remat --hbm-gib 16
-  python benchmarks/memory_plan.py --table --hbm-gib 16 --out benchmarks/results/memory_table.jsonl
+  python benchmarks/memory_plan.py --table --platform tpu --hbm-gib 16 --out benchmarks/results/memory_table.jsonl
   python benchmarks/memory_plan.py --config configs/bench.py:small --devices 1 --global-batch 8 --trainable encoder
 
 The step is lowered and compiled on N fake CPU devices for abstract (ShapeDtypeStruct)
 inputs with the run's real shardings and donation (piti_jax/train/memory_plan.py says where
-each number comes from). Per-device GiB of parameters, optimizer state, EMA, the whole
+each number comes from). --platform gpu/tpu traces the forms that platform runs instead of a
+CPU's (piti_jax/models/target.py); a plan for a pod takes it, a check against a run here does not. Per-device GiB of parameters, optimizer state, EMA, the whole
 state, temporaries and the peak; with --hbm-gib, whether the peak fits. The global batch
 is the config's unless --global-batch says otherwise; the table fixes a per-device batch
 (see `table`). With --out the table appends its lines to that file and, run again, skips the
@@ -33,6 +34,8 @@ def _parse() -> argparse.Namespace:
   parser.add_argument("--global-batch", type=int, default=0, help="global batch override")
   parser.add_argument("--trainable", default=None,
                       help="config.train.trainable override, e.g. 'encoder' for PITI's stage 1 ('' = everything)")
+  parser.add_argument("--platform", default="", choices=("", "cpu", "gpu", "tpu"),
+                      help="whose forms to trace (default: the compiling CPU's)")
   parser.add_argument("--hbm-gib", type=float, default=0.0, help="device memory to check the peak against")
   parser.add_argument("--table", action="store_true", help="plan every row of the README table")
   parser.add_argument("--out", default="", help="with --table: append lines here, skip compiles already in it")
@@ -114,10 +117,11 @@ def configure(config, *, preset: str, dtype: str, remat: bool, global_batch: int
   return config
 
 
-def plan_line(config, mesh: Mesh, hbm_gib: float, **labels) -> dict:
+def plan_line(config, mesh: Mesh, hbm_gib: float, platform: str | None, **labels) -> dict:
   start = time.perf_counter()
-  plan = memory_plan.plan_train_step(config, mesh)
-  line = {**labels, "preset": config.model.preset, "dtype": config.model.dtype,
+  plan = memory_plan.plan_train_step(config, mesh, platform)
+  line = {**labels, "platform": platform or jax.default_backend(), "preset": config.model.preset,
+          "dtype": config.model.dtype,
           "remat": bool(config.model.overrides.remat),
           "recompute_encoder": bool(config.model.overrides.recompute_encoder), **plan.as_dict(),
           "plan_s": round(time.perf_counter() - start, 1)}
@@ -136,11 +140,13 @@ def read_table_lines(path: str) -> list[dict]:
 
 
 def compiles_done(path: str) -> set[tuple]:
-  """(model, dtype, remat, compiled_on) of the table lines already in `path`."""
-  return {(line["model"], line["dtype"], line["remat"], line["compiled_on"]) for line in read_table_lines(path)}
+  """(model, dtype, remat, compiled_on, platform) of the table lines already in `path` (lines
+  without a platform were traced with a CPU's forms)."""
+  return {(line["model"], line["dtype"], line["remat"], line["compiled_on"], line.get("platform", "cpu"))
+          for line in read_table_lines(path)}
 
 
-def table(hbm_gib: float, out: str) -> None:
+def table(hbm_gib: float, out: str, platform: str) -> None:
   """Every README row: per (model, dtype, remat, DP/FSDP) one compile on 8 devices, rescaled to 64 and 256.
 
   With a fixed per-device batch the temporaries do not depend on the device count, so the
@@ -157,10 +163,11 @@ def table(hbm_gib: float, out: str) -> None:
           return configure(base, preset=preset, dtype=dtype, remat=remat, global_batch=per_device * devices)
 
         compiled_mesh = f"data=1,fsdp={FSDP_GROUP}" if fsdp else f"data={COMPILED_DEVICES}"
-        if (name, dtype, remat, compiled_mesh) in done:
+        if (name, dtype, remat, compiled_mesh, platform) in done:
           continue
         start = time.perf_counter()
-        compiled = memory_plan.plan_train_step(config_for(COMPILED_DEVICES), make_mesh(COMPILED_DEVICES, compiled_mesh))
+        compiled = memory_plan.plan_train_step(config_for(COMPILED_DEVICES), make_mesh(COMPILED_DEVICES, compiled_mesh),
+                                               platform)
         compile_s = round(time.perf_counter() - start, 1)
         lines = []
         for devices in DEVICE_COUNTS:
@@ -169,7 +176,7 @@ def table(hbm_gib: float, out: str) -> None:
             mesh = make_mesh(devices, f"data={devices // fsdp_size},fsdp={fsdp_size}")
             config = config_for(devices)
             plan = compiled if devices == COMPILED_DEVICES else memory_plan.rescale_plan(config, mesh, compiled)
-            line = {"model": name, "preset": config.model.preset, "dtype": dtype, "remat": remat,
+            line = {"model": name, "platform": platform, "preset": config.model.preset, "dtype": dtype, "remat": remat,
                     **plan.as_dict(), "compiled_on": compiled_mesh, "plan_s": compile_s, "hbm_gib": hbm_gib,
                     "fits": plan.fits(hbm_gib * memory_plan.GIB)}
             lines.append(json.dumps({k: v for k, v in line.items() if not k.endswith("_bytes")}))
@@ -235,11 +242,12 @@ def main() -> None:
     return
   warn_if_few_memory_maps()
   if ARGS.table:
-    table(ARGS.hbm_gib or 16.0, ARGS.out)
+    table(ARGS.hbm_gib or 16.0, ARGS.out, ARGS.platform or jax.default_backend())
     return
   config = configure(load_config(ARGS.config), preset=ARGS.preset, dtype=ARGS.dtype, remat=ARGS.remat,
                      global_batch=ARGS.global_batch, trainable=ARGS.trainable, recompute_encoder=ARGS.recompute_encoder)
-  print(json.dumps(plan_line(config, make_mesh(ARGS.devices, ARGS.mesh), ARGS.hbm_gib, job=ARGS.config,
+  print(json.dumps(plan_line(config, make_mesh(ARGS.devices, ARGS.mesh), ARGS.hbm_gib, ARGS.platform or None,
+                              job=ARGS.config,
                               trainable=config.train.trainable)))
 
 

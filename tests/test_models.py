@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 
 from piti_jax.errors import PitiError
-from piti_jax.models import create_model, layers
+from piti_jax.models import create_model, dropout, layers, target
 from piti_jax.models.layers import (Conv2d, Dense, GroupNorm32, Init, LayerNorm, avg_pool_2x, exact_gelu, qkv_attention,
                                    resize_bilinear, timestep_embedding)
 from piti_jax.models.task_encoder import CNN, TaskEncoder
@@ -335,6 +335,27 @@ def test_attention_backward_in_blocks_makes_its_key_scaling_and_sums_in_the_back
   weights = [jax.ShapeDtypeStruct((), jnp.float32)] * count
   temporaries = jax.jit(jax.grad(stack)).lower(x, weights).compile().memory_analysis().temp_size_in_bytes
   assert temporaries < 5 * count * tokens * width * 4, temporaries / (tokens * width * 4)
+
+
+def test_a_plan_for_a_tpu_traces_the_tpu_forms_on_a_cpu_and_then_the_cpu_forms_again():
+  """`target.planned_for` (the memory planner's --platform): the platform-chosen forms, traced, not compiled."""
+  def forms():
+    conv = jax.make_jaxpr(lambda x, k: layers.conv2d(x, k, None, stride=2, padding=1, dtype=jnp.float32))(
+        jnp.ones((1, 8, 8, 4)), jnp.ones((3, 3, 4, 4)))
+    sums = jax.make_jaxpr(layers.sum_over_positions)(jnp.ones((1, layers.STAGED_SUM_MIN_POSITIONS, 4)))
+    mask = jax.make_jaxpr(lambda key: dropout.keep_mask(key, 0.9, (4, 8)))(jax.random.key(0))
+    return (target.platform(), "custom_vjp" in str(conv), "optimization_barrier" in str(sums),
+            "random_bits" in str(mask), layers.attention_backward_chunks((8, 4096, 8, 64), 4096))
+
+  cpu = forms()
+  with target.planned_for("tpu"):
+    tpu = forms()
+  assert cpu[:4] == ("cpu", True, True, False) and cpu[4] > 1
+  assert tpu == ("tpu", False, False, True, 1)
+  assert forms() == cpu
+  with pytest.raises(ValueError, match="planned platform"):
+    with target.planned_for("h100"):
+      pass
 
 
 def test_exact_gelu_is_jax_gelu_forward_and_its_closed_form_derivative_backward():

@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from piti_jax.models import target
+
 # Threefry-2x32 (Salmon et al. 2011, 20 rounds): rotation distances of even and odd groups of four
 # rounds, and the key-schedule parity constant.
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
@@ -67,7 +69,7 @@ def keep_mask(key: jax.Array, keep_prob: float, shape: tuple[int, ...]) -> jax.A
   """
   data = _threefry_key_data(key)
   size = math.prod(shape)
-  if (jax.default_backend() != "cpu" or data is None or not jax.config.jax_threefry_partitionable
+  if (target.platform() != "cpu" or data is None or not jax.config.jax_threefry_partitionable
       or size >= 2**32):
     return jax.random.bernoulli(key, keep_prob, shape)
   low = jax.lax.iota(jnp.uint32, size).reshape(shape)

@@ -27,7 +27,7 @@ import numpy as np
 from flax import nnx
 
 from piti_jax.errors import PitiError
-from piti_jax.models import conv_gradients
+from piti_jax.models import conv_gradients, target
 
 GROUP_NORM_GROUPS = 32
 NORM_EPS = 1e-5
@@ -245,12 +245,12 @@ def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, *, stride: i
   """NHWC convolution with HWIO `kernel`, symmetric zero `padding`, result in `dtype`.
 
   x: (B, H, W, C); kernel: (k, k, C, O); bias: (O,) or None (no bias). Returns (B, H', W', O).
-  When the default backend is a CPU (checked at trace time), the gradients take the forms
+  When the traced-for platform is a CPU (`target.platform()`), the gradients take the forms
   XLA:CPU runs fastest (`conv_gradients`: a strided input gradient phase by phase, a
   small-batch kernel gradient by row chunks; the same values up to summation order).
   """
   x, kernel = x.astype(dtype), kernel.astype(dtype)
-  if jax.default_backend() == "cpu":
+  if target.platform() == "cpu":
     y = conv_gradients.conv_with_cpu_gradients(x, kernel, stride, padding)
   else:
     y = conv_gradients.conv(x, kernel, stride, padding)
@@ -270,7 +270,7 @@ def sum_over_positions(x: jax.Array) -> jax.Array:
   rewrite. Same value up to summation order; GPU and TPU backends get `x.sum(axis=1)`.
   """
   positions = x.shape[1]
-  if jax.default_backend() != "cpu" or positions < STAGED_SUM_MIN_POSITIONS or positions % POSITION_SUM_STAGE:
+  if target.platform() != "cpu" or positions < STAGED_SUM_MIN_POSITIONS or positions % POSITION_SUM_STAGE:
     return x.sum(axis=1)
   partial = x.reshape(x.shape[0], positions // POSITION_SUM_STAGE, POSITION_SUM_STAGE, *x.shape[2:]).sum(axis=2)
   return jax.lax.optimization_barrier(partial).sum(axis=1)
@@ -380,7 +380,8 @@ def _after(signal: jax.Array, x: jax.Array) -> jax.Array:
 
 
 def _barriers_kept() -> bool:
-  """Whether the default backend's compiler keeps optimisation barriers (all but XLA:CPU; checked at trace time)."""
+  """Whether the default backend's compiler keeps optimisation barriers (all but XLA:CPU; checked at trace time).
+  The compiling backend decides, not a planned platform (`target`): a CPU compile drops them whatever it plans for."""
   return jax.default_backend() != "cpu"
 
 
@@ -738,7 +739,7 @@ def attention_backward_chunks(q_shape: tuple[int, ...], keys: int) -> int:
   weights fit ATTENTION_BACKWARD_CHUNK_BYTES. q_shape: (B, T, heads, d)."""
   batch, rows, heads, _ = q_shape
   chunks = 1
-  if jax.default_backend() == "cpu":
+  if target.platform() == "cpu":
     while batch * heads * (rows // chunks) * keys * 4 > ATTENTION_BACKWARD_CHUNK_BYTES and rows % (2 * chunks) == 0:
       chunks *= 2
   return chunks
@@ -766,7 +767,8 @@ _attention.defvjp(_attention_forward, _attention_backward)
 
 
 def _cudnn_attention_applies(q: jax.Array) -> bool:
-  """cuDNN's fused attention: GPU backend, half-precision inputs, head width a multiple of 8 up to 128."""
+  """cuDNN's fused attention: GPU backend, half-precision inputs, head width a multiple of 8 up to 128.
+  The compiling backend decides, not a planned platform (`target`): only XLA:GPU lowers it."""
   head = q.shape[-1]
   return (jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
           and head <= 128 and head % 8 == 0)

@@ -13,8 +13,14 @@ Per-device bytes come from two places:
   scratch) and the non-donated outputs: the compiled program's memory analysis. This is
   XLA's buffer assignment for the platform it compiled for (the CPU here): a GPU or TPU
   compiler fuses differently, so read it as an estimate of their HBM use.
+
+`platform` says whose forms the step is traced with (`piti_jax.models.target`): a plan for a TPU
+or GPU pod traces the forms that pod runs (no CPU convolution gradients, staged sums, hashed
+dropout masks or attention backward in row blocks), compiled by XLA:CPU. Left out, the forms are
+those of the devices compiling, the CPU, as a run here uses.
 """
 
+import contextlib
 import dataclasses
 import math
 from typing import Any
@@ -24,6 +30,7 @@ import ml_collections
 from jax.sharding import Mesh
 
 from piti_jax import accounting
+from piti_jax.models import target
 from piti_jax.train import loop, partition
 
 GIB = 2**30
@@ -76,12 +83,14 @@ def shard_bytes(tree: Any) -> int:
 PLAN_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
-def plan_train_step(config: ml_collections.ConfigDict, mesh: Mesh) -> MemoryPlan:
-  """Compiles the train step of `config` on `mesh` for abstract inputs and reports its memory."""
+def plan_train_step(config: ml_collections.ConfigDict, mesh: Mesh, platform: str | None = None) -> MemoryPlan:
+  """Compiles the train step of `config` on `mesh` for abstract inputs and reports its memory.
+  platform: 'cpu', 'gpu' or 'tpu', whose forms the step is traced with; None: the compiling backend's."""
   trainer = loop.Trainer(config, mesh)
   state = trainer.abstract_sharded_state()
   batch = trainer.abstract_batch()
-  with jax.set_mesh(mesh):
+  forms = target.planned_for(platform) if platform else contextlib.nullcontext()
+  with jax.set_mesh(mesh), forms:
     compiled = trainer.lower_step(state, batch).compile(PLAN_COMPILER_OPTIONS)
   memory = accounting.memory_breakdown(compiled)
   return _plan(config, mesh, state, batch, temp_bytes=memory["temp_bytes"],

@@ -1,0 +1,42 @@
+"""The platform whose forms the model code traces: the default backend, or the one a plan is for.
+
+Some layers choose a form by platform when they are traced, for speed on that platform with the
+same values: a CPU's convolution gradients (`layers.conv`), sums over positions in two stages
+(`layers.sum_over_positions`), the attention backward in blocks of query rows
+(`layers.attention_backward_chunks`) and hashed dropout masks (`dropout`). The ahead-of-time memory
+planner compiles on fake CPU devices for a GPU or TPU pod, so it traces under `planned_for("tpu")`
+to compile the forms the pod runs, not a CPU's.
+
+Two choices follow the compiling backend instead and read `jax.default_backend()` directly: whether
+the compiler keeps optimisation barriers (`layers._barriers_kept`: XLA:CPU drops them, so a CPU
+compile needs the data ties whatever it plans for) and cuDNN's fused attention (only XLA:GPU lowers it).
+"""
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
+import jax
+
+PLATFORMS = ("cpu", "gpu", "tpu")
+_planned: contextvars.ContextVar[str | None] = contextvars.ContextVar("planned_platform", default=None)
+
+
+def platform() -> str:
+  """'cpu', 'gpu' or 'tpu': the platform of `planned_for` when inside it, else JAX's default backend."""
+  return _planned.get() or jax.default_backend()
+
+
+@contextlib.contextmanager
+def planned_for(name: str) -> Iterator[None]:
+  """Traces inside choose `name`'s forms. JAX's trace caches are emptied on entry and exit, since they
+  do not know the planned platform and would otherwise hand back functions traced for another one."""
+  if name not in PLATFORMS:
+    raise ValueError(f"planned platform must be one of {PLATFORMS}, got {name!r}")
+  jax.clear_caches()
+  token = _planned.set(name)
+  try:
+    yield
+  finally:
+    _planned.reset(token)
+    jax.clear_caches()
