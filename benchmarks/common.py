@@ -12,6 +12,7 @@ import resource
 import statistics
 import time
 from typing import Any, Callable
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +22,7 @@ from absl import app
 
 from piti_jax import accounting
 from piti_jax.data.pipeline import batch_shapes
+from piti_jax.models import layers
 from piti_jax.train import loop, objectives, partition
 
 # Benchmark modes -> config.train.trainable (stage1: encoder only; stage2/pretrain: everything).
@@ -159,6 +161,30 @@ def forward_flops(trainer: Any, batch: dict[str, jax.Array]) -> float:
   lowered = jax.jit(forward).lower(template.abstract_params(), images, t, cond, batch.get("low_res"))
   analysis = lowered.cost_analysis()
   return float(analysis.get("flops", float("nan")))
+
+
+def step_xla_flops(bench: StepBench) -> float:
+  """FLOPs XLA counts in one train step of `bench`, on all its devices.
+
+  XLA's cost analysis counts a loop's body once. A step's loops are the rounds of JAX's Threefry
+  hash (random bits: a few integer operations per element, left as counted) and, on a CPU, the
+  attention backward over blocks of query rows (`layers.attention_backward_chunks`), whose body is
+  most of a large attention layer's backward FLOPs. When the step has those, the count is that of the
+  same step traced with the backward in one block (the same arithmetic, no loop), compiled for the
+  count only. JAX's caches are emptied around that tracing (the compiled step is kept).
+  """
+  def lowered():
+    jax.clear_caches()
+    with jax.set_mesh(bench.mesh):
+      return bench.trainer.lower_step(bench.trainer.abstract_sharded_state(), bench.batch)
+
+  loops = lowered().as_text().count("stablehlo.while")
+  with mock.patch.object(layers, "ATTENTION_BACKWARD_CHUNK_BYTES", float("inf")):
+    in_one_block = lowered()
+  jax.clear_caches()
+  if in_one_block.as_text().count("stablehlo.while") == loops:
+    return accounting.compiled_flops(bench.compiled)
+  return accounting.compiled_flops(in_one_block.compile(accounting.ANALYSIS_ONLY_COMPILER_OPTIONS))
 
 
 def median_ms(seconds: list[float]) -> float:

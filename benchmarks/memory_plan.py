@@ -207,7 +207,7 @@ def markdown(path: str) -> str:
       kinds.append("FSDP over all")
     for kind in kinds:
       rows.setdefault((line["model"], line["dtype"], line["remat"], kind), {})[devices] = line
-  out = [f"| model | compute | remat | sharding | images/device | temporaries | state / peak GiB at "
+  out = ["| model | compute | remat | sharding | images/device | temporaries | state / peak GiB at "
          + " / ".join(map(str, DEVICE_COUNTS)) + f" devices (fits {hbm:g} GiB?) |",
          "|---|---|---|---|---|---|---|"]
   for (model, dtype, remat, kind), by_devices in rows.items():

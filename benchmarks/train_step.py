@@ -9,8 +9,9 @@ without --modes the config's own trainable set is used. Batches are random array
 data config's shapes, so no dataset is needed.
 
 FLOP accounting on every line: `model_gflops_per_image` is 3 x the forward pass (the usual
-training convention), `xla_gflops_per_image` what XLA counts in the compiled step; achieved
-rates use the median step time. On a CPU `peak_fraction` is the XLA FLOP rate over this
+training convention), `xla_gflops_per_image` what XLA counts in the compiled step (its loops at
+every trip: `common.step_xla_flops`); achieved rates use the median step time. On a CPU
+`peak_fraction` is the XLA FLOP rate over this
 machine's float32 matmul peak as the same JAX measures it (a 2048^2 matmul, timed right
 before); on a GPU/TPU `mfu` is the model FLOP rate over the devices' bfloat16 peak.
 
@@ -54,6 +55,7 @@ def benchmark(config, mode: str | None, steps: int, clear_caches: bool) -> dict:
   batch = bench.config.train.global_batch_size
   seconds = statistics.median(times)
   model_flops = 3.0 * common.forward_flops(bench.trainer, bench.batch)
+  process_peak = rss.process_peak_mib()  # before step_xla_flops may compile once more
   count = lambda tree: int(sum(x.size for x in jax.tree.leaves(tree)))
   return {
       "mode": mode or bench.config.train.trainable or "all", "preset": bench.config.model.preset,
@@ -61,12 +63,12 @@ def benchmark(config, mode: str | None, steps: int, clear_caches: bool) -> dict:
       "global_batch": batch,
       "devices": jax.device_count(), "mesh": dict(bench.mesh.shape), "step_ms": round(seconds * 1e3, 2),
       "step_spread": common.spread(times), "images_per_s": round(batch / seconds, 2),
-      **accounting.rate_fields(model_flops=model_flops, xla_flops=accounting.compiled_flops(bench.compiled),
+      **accounting.rate_fields(model_flops=model_flops, xla_flops=common.step_xla_flops(bench),
                                seconds=seconds, items=batch, matmul_peak=peak),
       "step_cpu_s": round(statistics.median(cost.cpu_s for cost in costs), 3),
       "step_system_cpu_s": round(statistics.median(cost.system_s for cost in costs), 3),
       "step_page_faults": int(statistics.median(cost.page_faults for cost in costs)),
-      "compile_s": round(bench.compile_s, 1), "peak_rss_mib": round(rss.process_peak_mib()),
+      "compile_s": round(bench.compile_s, 1), "peak_rss_mib": round(process_peak),
       "step_peak_rss_mib": round(step_peak), "import_rss_mib": round(IMPORT_RSS_MIB),
       "trained_params": count(bench.state.params), "frozen_params": count(bench.state.frozen),
       "optimizer_state_floats": count(bench.state.opt_state),

@@ -319,7 +319,6 @@ def run_project(row: dict, steps: int, sample_steps: int) -> dict:
     rss.reset_peak()
     times = [cost.wall_s for cost in bench.run(steps)]
     step_peak = rss.peak_mib()
-    xla_flops = accounting.compiled_flops(bench.compiled)
     forward = _forward_flops(config, batch, encoder_only=False)
     model_flops = 3.0 * forward
     reference_model_flops = model_flops
@@ -345,8 +344,11 @@ def run_project(row: dict, steps: int, sample_steps: int) -> dict:
     encoder = encoder_per_image * doubled
     model_flops = forward - encoder + encoder / count
     reference_model_flops = forward
+  process_peak = rss.process_peak_mib()
+  if row["kind"] == "train":  # after the peaks are read: it may compile once more
+    xla_flops = common.step_xla_flops(bench)
   peak = accounting.measured_matmul_peak() if jax.devices()[0].platform == "cpu" else None
-  return {"step_s": times, "peak_rss_mib": step_peak, "process_peak_rss_mib": rss.process_peak_mib(),
+  return {"step_s": times, "peak_rss_mib": step_peak, "process_peak_rss_mib": process_peak,
           "import_rss_mib": baseline, "malloc_huge_pages": huge_pages.active(), "xla_flops": xla_flops,
           "model_flops": model_flops, "reference_model_flops": reference_model_flops, "matmul_peak": peak}
 

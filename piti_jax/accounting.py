@@ -1,8 +1,9 @@
 """FLOP and memory accounting of compiled programs, and the peaks they are compared with.
 
 - `compiled_flops(compiled)`: FLOPs XLA counts in a compiled program (its cost analysis), summed
-  over the devices it runs on. XLA counts a loop body once, so a sampler's `fori_loop` is
-  undercounted.
+  over the devices it runs on. XLA counts a loop body once, so a sampler's `fori_loop` and a CPU
+  train step's attention backward in blocks are undercounted; the benchmarks correct for both
+  (benchmarks/vs_pytorch.py's sampler rows, benchmarks/common.py `step_xla_flops`).
 - `memory_breakdown(compiled)`: per-device bytes of arguments, outputs, temporaries and
   donated (aliased) buffers, from the compiled program's memory analysis.
 - `measured_matmul_peak()`: FLOP/s of a large float32 matmul as JAX runs it on the default
@@ -31,6 +32,10 @@ BF16_PEAKS = {
     "tpu v6 lite": 918e12,
     "tpu v6e": 918e12,
 }
+
+# Buffer assignment and cost analysis happen before code generation, so a compile made only for
+# them skips LLVM's optimisations: the same numbers, several times faster to compile.
+ANALYSIS_ONLY_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 def compiled_flops(compiled: Any) -> float:

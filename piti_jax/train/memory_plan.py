@@ -31,7 +31,7 @@ from jax.sharding import Mesh
 
 from piti_jax import accounting
 from piti_jax.models import target
-from piti_jax.train import loop, partition
+from piti_jax.train import loop
 
 GIB = 2**30
 
@@ -78,11 +78,6 @@ def shard_bytes(tree: Any) -> int:
   return total
 
 
-# Buffer assignment happens before code generation, so planning skips LLVM's optimisations:
-# the memory numbers are the same, compiling is several times faster.
-PLAN_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-
-
 def plan_train_step(config: ml_collections.ConfigDict, mesh: Mesh, platform: str | None = None) -> MemoryPlan:
   """Compiles the train step of `config` on `mesh` for abstract inputs and reports its memory.
   platform: 'cpu', 'gpu' or 'tpu', whose forms the step is traced with; None: the compiling backend's."""
@@ -91,7 +86,7 @@ def plan_train_step(config: ml_collections.ConfigDict, mesh: Mesh, platform: str
   batch = trainer.abstract_batch()
   forms = target.planned_for(platform) if platform else contextlib.nullcontext()
   with jax.set_mesh(mesh), forms:
-    compiled = trainer.lower_step(state, batch).compile(PLAN_COMPILER_OPTIONS)
+    compiled = trainer.lower_step(state, batch).compile(accounting.ANALYSIS_ONLY_COMPILER_OPTIONS)
   memory = accounting.memory_breakdown(compiled)
   return _plan(config, mesh, state, batch, temp_bytes=memory["temp_bytes"],
                output_bytes=memory["output_bytes"] - memory["alias_bytes"], peak_bytes=memory["peak_estimate_bytes"])
