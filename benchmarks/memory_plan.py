@@ -9,8 +9,9 @@
 The step is lowered and compiled on N fake CPU devices for abstract (ShapeDtypeStruct)
 inputs with the run's real shardings and donation (piti_jax/train/memory_plan.py says where
 each number comes from). --platform gpu/tpu traces the forms that platform runs instead of a
-CPU's (piti_jax/models/target.py); a plan for a pod takes it, a check against a run here does not. Per-device GiB of parameters, optimizer state, EMA, the whole
-state, temporaries and the peak; with --hbm-gib, whether the peak fits. The global batch
+CPU's (piti_jax/models/target.py); a plan for a pod takes it, a check against a run here does
+not. Per-device GiB of parameters, optimizer state, EMA, the whole state, temporaries and the
+peak; with --hbm-gib, whether the peak fits. The global batch
 is the config's unless --global-batch says otherwise; the table fixes a per-device batch
 (see `table`). With --out the table appends its lines to that file and, run again, skips the
 compiles whose lines are already there (one 3.5B compile takes tens of minutes on a CPU).
@@ -121,8 +122,7 @@ def plan_line(config, mesh: Mesh, hbm_gib: float, platform: str | None, **labels
   start = time.perf_counter()
   plan = memory_plan.plan_train_step(config, mesh, platform)
   line = {**labels, "platform": platform or jax.default_backend(), "preset": config.model.preset,
-          "dtype": config.model.dtype,
-          "remat": bool(config.model.overrides.remat),
+          "dtype": config.model.dtype, "remat": bool(config.model.overrides.remat),
           "recompute_encoder": bool(config.model.overrides.recompute_encoder), **plan.as_dict(),
           "plan_s": round(time.perf_counter() - start, 1)}
   if hbm_gib:
@@ -176,9 +176,9 @@ def table(hbm_gib: float, out: str, platform: str) -> None:
             mesh = make_mesh(devices, f"data={devices // fsdp_size},fsdp={fsdp_size}")
             config = config_for(devices)
             plan = compiled if devices == COMPILED_DEVICES else memory_plan.rescale_plan(config, mesh, compiled)
-            line = {"model": name, "platform": platform, "preset": config.model.preset, "dtype": dtype, "remat": remat,
-                    **plan.as_dict(), "compiled_on": compiled_mesh, "plan_s": compile_s, "hbm_gib": hbm_gib,
-                    "fits": plan.fits(hbm_gib * memory_plan.GIB)}
+            line = {"model": name, "platform": platform, "preset": config.model.preset, "dtype": dtype,
+                    "remat": remat, **plan.as_dict(), "compiled_on": compiled_mesh, "plan_s": compile_s,
+                    "hbm_gib": hbm_gib, "fits": plan.fits(hbm_gib * memory_plan.GIB)}
             lines.append(json.dumps({k: v for k, v in line.items() if not k.endswith("_bytes")}))
         print("\n".join(lines), flush=True)
         if out:
@@ -247,8 +247,7 @@ def main() -> None:
   config = configure(load_config(ARGS.config), preset=ARGS.preset, dtype=ARGS.dtype, remat=ARGS.remat,
                      global_batch=ARGS.global_batch, trainable=ARGS.trainable, recompute_encoder=ARGS.recompute_encoder)
   print(json.dumps(plan_line(config, make_mesh(ARGS.devices, ARGS.mesh), ARGS.hbm_gib, ARGS.platform or None,
-                              job=ARGS.config,
-                              trainable=config.train.trainable)))
+                              job=ARGS.config, trainable=config.train.trainable)))
 
 
 if __name__ == "__main__":
