@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 
+from piti_jax.models import target
 from piti_jax.train import loop, memory_plan, partition
 from tests.train_helpers import shapes_config
 
@@ -58,3 +59,26 @@ def test_fsdp_shards_parameters_and_optimizer_state():
   sharded = loop.Trainer(config, partition.make_mesh(data=4, fsdp=2)).abstract_sharded_state()
   replicated_bytes = memory_plan.shard_bytes(data_parallel.opt_state)
   assert memory_plan.shard_bytes(sharded.opt_state) < 0.6 * replicated_bytes
+
+
+def test_a_plan_for_a_tpu_traces_the_step_with_the_tpu_forms(monkeypatch):
+  """`plan_train_step(..., platform)` traces the step inside `target.planned_for(platform)` (stopped before the
+  compile; tests/test_models.py checks what the forms are), and leaves the CPU's forms afterwards."""
+  class Traced(Exception):
+    pass
+
+  traced_for = []
+
+  def lower_step(self, state, batch):
+    traced_for.append(target.platform())
+    raise Traced
+
+  monkeypatch.setattr(loop.Trainer, "lower_step", lower_step)
+  config = shapes_config("stage2", "/unused")
+  config.init = {}
+  mesh = partition.make_mesh(data=8, fsdp=1)
+  for platform in (None, "tpu"):
+    with pytest.raises(Traced):
+      memory_plan.plan_train_step(config, mesh, platform)
+  assert traced_for == ["cpu", "tpu"]
+  assert target.platform() == "cpu"
