@@ -21,7 +21,6 @@ import rss
 STARTED_MIB = rss.current_mib()
 
 import jax  # noqa: E402  (the RSS above is the interpreter's alone)
-import numpy as np  # noqa: E402
 
 import vs_pytorch  # noqa: E402
 from piti_jax import huge_pages  # noqa: E402
@@ -47,12 +46,7 @@ def main() -> None:
   config = vs_pytorch.model_config(row)
   sample, state, _ = vs_pytorch.project_sampler(config, row, args.sample_steps)
   reached("model_built")
-  rng = np.random.default_rng(0)
-  batch = row["batch"]
-  cond = rng.uniform(-1, 1, (batch, config.cond_size, config.cond_size, config.cond_channels)).astype(np.float32)
-  low = (rng.uniform(-1, 1, (batch, vs_pytorch.LOW_RES, vs_pytorch.LOW_RES, 3)).astype(np.float32)
-         if config.super_res else None)
-  key = jax.random.key(0)
+  cond, low, key = vs_pytorch.sampler_inputs(config, row)
   lowered = sample.lower(state, cond, low, key)
   reached("lowered")
   compiled = lowered.compile()

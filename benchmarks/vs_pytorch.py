@@ -275,6 +275,19 @@ def project_sampler(config, row: dict, sample_steps: int):
   return jax.jit(sample), state, diffusion.num_timesteps
 
 
+def sampler_inputs(config, row: dict):
+  """(cond (B, cond_size, cond_size, cond_channels), low_res (B, LOW_RES, LOW_RES, 3) or None, key) of a sampler
+  row: random float32 conditions in [-1, 1], the low-resolution images for the upsampler only."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  rng = np.random.default_rng(0)
+  batch = row["batch"]
+  cond = rng.uniform(-1, 1, (batch, config.cond_size, config.cond_size, config.cond_channels)).astype(np.float32)
+  low = rng.uniform(-1, 1, (batch, LOW_RES, LOW_RES, 3)).astype(np.float32) if config.super_res else None
+  return cond, low, jax.random.key(0)
+
+
 def _forward_flops(config, batch: int, *, encoder_only: bool) -> float:
   """XLA FLOPs of one forward pass (encoder + decoder, or the encoder alone) at `batch`."""
   import jax  # pylint: disable=import-outside-toplevel
@@ -301,7 +314,6 @@ def _forward_flops(config, batch: int, *, encoder_only: bool) -> float:
 def run_project(row: dict, steps: int, sample_steps: int) -> dict:
   """Times the project on `row`; returns step seconds, memory and FLOP accounting."""
   import jax  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
 
   import timing  # pylint: disable=import-outside-toplevel
   from piti_jax import accounting  # pylint: disable=import-outside-toplevel
@@ -322,12 +334,11 @@ def run_project(row: dict, steps: int, sample_steps: int) -> dict:
     forward = _forward_flops(config, batch, encoder_only=False)
     model_flops = 3.0 * forward
     reference_model_flops = model_flops
+    process_peak = rss.process_peak_mib()
+    xla_flops = common.step_xla_flops(bench)  # after the peaks are read: it may compile once more
   else:
     sample, state, count = project_sampler(config, row, sample_steps)
-    rng = np.random.default_rng(0)
-    cond = rng.uniform(-1, 1, (batch, config.cond_size, config.cond_size, config.cond_channels)).astype(np.float32)
-    low = rng.uniform(-1, 1, (batch, LOW_RES, LOW_RES, 3)).astype(np.float32) if config.super_res else None
-    key = jax.random.key(0)
+    cond, low, key = sampler_inputs(config, row)
     compiled = sample.lower(state, cond, low, key).compile()
     jax.clear_caches()  # `compiled` is kept
     jax.block_until_ready(compiled(state, cond, low, key))
@@ -344,9 +355,7 @@ def run_project(row: dict, steps: int, sample_steps: int) -> dict:
     encoder = encoder_per_image * doubled
     model_flops = forward - encoder + encoder / count
     reference_model_flops = forward
-  process_peak = rss.process_peak_mib()
-  if row["kind"] == "train":  # after the peaks are read: it may compile once more
-    xla_flops = common.step_xla_flops(bench)
+    process_peak = rss.process_peak_mib()
   peak = accounting.measured_matmul_peak() if jax.devices()[0].platform == "cpu" else None
   return {"step_s": times, "peak_rss_mib": step_peak, "process_peak_rss_mib": process_peak,
           "import_rss_mib": baseline, "malloc_huge_pages": huge_pages.active(), "xla_flops": xla_flops,
