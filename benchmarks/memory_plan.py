@@ -118,10 +118,15 @@ def configure(config, *, preset: str, dtype: str, remat: bool, global_batch: int
   return config
 
 
+def platform_label(platform: str | None) -> str:
+  """The platform a plan's forms are for, as its line names it: `platform`, or the compiling backend's."""
+  return platform or jax.default_backend()
+
+
 def plan_line(config, mesh: Mesh, hbm_gib: float, platform: str | None, **labels) -> dict:
   start = time.perf_counter()
   plan = memory_plan.plan_train_step(config, mesh, platform)
-  line = {**labels, "platform": platform or jax.default_backend(), "preset": config.model.preset,
+  line = {**labels, "platform": platform_label(platform), "preset": config.model.preset,
           "dtype": config.model.dtype, "remat": bool(config.model.overrides.remat),
           "recompute_encoder": bool(config.model.overrides.recompute_encoder), **plan.as_dict(),
           "plan_s": round(time.perf_counter() - start, 1)}
@@ -146,7 +151,7 @@ def compiles_done(path: str) -> set[tuple]:
           for line in read_table_lines(path)}
 
 
-def table(hbm_gib: float, out: str, platform: str) -> None:
+def table(hbm_gib: float, out: str, platform: str | None) -> None:
   """Every README row: per (model, dtype, remat, DP/FSDP) one compile on 8 devices, rescaled to 64 and 256.
 
   With a fixed per-device batch the temporaries do not depend on the device count, so the
@@ -163,7 +168,7 @@ def table(hbm_gib: float, out: str, platform: str) -> None:
           return configure(base, preset=preset, dtype=dtype, remat=remat, global_batch=per_device * devices)
 
         compiled_mesh = f"data=1,fsdp={FSDP_GROUP}" if fsdp else f"data={COMPILED_DEVICES}"
-        if (name, dtype, remat, compiled_mesh, platform) in done:
+        if (name, dtype, remat, compiled_mesh, platform_label(platform)) in done:
           continue
         start = time.perf_counter()
         compiled = memory_plan.plan_train_step(config_for(COMPILED_DEVICES), make_mesh(COMPILED_DEVICES, compiled_mesh),
@@ -176,7 +181,7 @@ def table(hbm_gib: float, out: str, platform: str) -> None:
             mesh = make_mesh(devices, f"data={devices // fsdp_size},fsdp={fsdp_size}")
             config = config_for(devices)
             plan = compiled if devices == COMPILED_DEVICES else memory_plan.rescale_plan(config, mesh, compiled)
-            line = {"model": name, "platform": platform, "preset": config.model.preset, "dtype": dtype,
+            line = {"model": name, "platform": platform_label(platform), "preset": config.model.preset, "dtype": dtype,
                     "remat": remat, **plan.as_dict(), "compiled_on": compiled_mesh, "plan_s": compile_s,
                     "hbm_gib": hbm_gib, "fits": plan.fits(hbm_gib * memory_plan.GIB)}
             lines.append(json.dumps({k: v for k, v in line.items() if not k.endswith("_bytes")}))
@@ -242,7 +247,7 @@ def main() -> None:
     return
   warn_if_few_memory_maps()
   if ARGS.table:
-    table(ARGS.hbm_gib or 16.0, ARGS.out, ARGS.platform or jax.default_backend())
+    table(ARGS.hbm_gib or 16.0, ARGS.out, ARGS.platform or None)
     return
   config = configure(load_config(ARGS.config), preset=ARGS.preset, dtype=ARGS.dtype, remat=ARGS.remat,
                      global_batch=ARGS.global_batch, trainable=ARGS.trainable, recompute_encoder=ARGS.recompute_encoder)

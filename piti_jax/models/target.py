@@ -1,7 +1,7 @@
 """The platform whose forms the model code traces: the default backend, or the one a plan is for.
 
 Some layers choose a form by platform when they are traced, for speed on that platform with the
-same values: a CPU's convolution gradients (`layers.conv`), sums over positions in two stages
+same values: a CPU's convolution gradients (`layers.conv2d`), sums over positions in two stages
 (`layers.sum_over_positions`), the attention backward in blocks of query rows
 (`layers.attention_backward_chunks`) and hashed dropout masks (`dropout`). The ahead-of-time memory
 planner compiles on fake CPU devices for a GPU or TPU pod, so it traces under `planned_for("tpu")`
@@ -28,9 +28,13 @@ def platform() -> str:
 
 
 @contextlib.contextmanager
-def planned_for(name: str) -> Iterator[None]:
-  """Traces inside choose `name`'s forms. JAX's trace caches are emptied on entry and exit, since they
-  do not know the planned platform and would otherwise hand back functions traced for another one."""
+def planned_for(name: str | None) -> Iterator[None]:
+  """Traces inside choose `name`'s forms; None changes nothing (the compiling backend's forms). JAX's trace
+  caches are emptied on entry and exit, since they do not know the planned platform and would otherwise
+  hand back functions traced for another one."""
+  if name is None:
+    yield
+    return
   if name not in PLATFORMS:
     raise ValueError(f"planned platform must be one of {PLATFORMS}, got {name!r}")
   jax.clear_caches()

@@ -20,7 +20,6 @@ dropout masks or attention backward in row blocks), compiled by XLA:CPU. Left ou
 those of the devices compiling, the CPU, as a run here uses.
 """
 
-import contextlib
 import dataclasses
 import math
 from typing import Any
@@ -84,8 +83,7 @@ def plan_train_step(config: ml_collections.ConfigDict, mesh: Mesh, platform: str
   trainer = loop.Trainer(config, mesh)
   state = trainer.abstract_sharded_state()
   batch = trainer.abstract_batch()
-  forms = target.planned_for(platform) if platform else contextlib.nullcontext()
-  with jax.set_mesh(mesh), forms:
+  with jax.set_mesh(mesh), target.planned_for(platform):
     compiled = trainer.lower_step(state, batch).compile(accounting.ANALYSIS_ONLY_COMPILER_OPTIONS)
   memory = accounting.memory_breakdown(compiled)
   return _plan(config, mesh, state, batch, temp_bytes=memory["temp_bytes"],
