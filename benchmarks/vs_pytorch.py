@@ -289,7 +289,11 @@ def sampler_inputs(config, row: dict):
 
 
 def _forward_flops(config, batch: int, *, encoder_only: bool) -> float:
-  """XLA FLOPs of one forward pass (encoder + decoder, or the encoder alone) at `batch`."""
+  """XLA FLOPs of one forward pass (encoder + decoder, or the encoder alone) at `batch`.
+
+  For the sampler rows, which do not load the training stack; the train rows count with
+  `common.forward_flops`, as train_step.py does (the same count for the same model and batch).
+  """
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from flax import nnx  # pylint: disable=import-outside-toplevel
@@ -331,8 +335,7 @@ def run_project(row: dict, steps: int, sample_steps: int) -> dict:
     rss.reset_peak()
     times = [cost.wall_s for cost in bench.run(steps)]
     step_peak = rss.peak_mib()
-    forward = _forward_flops(config, batch, encoder_only=False)
-    model_flops = 3.0 * forward
+    model_flops = 3.0 * common.forward_flops(bench.trainer, bench.batch)
     reference_model_flops = model_flops
     process_peak = rss.process_peak_mib()
     xla_flops = common.step_xla_flops(bench)  # after the peaks are read: it may compile once more
