@@ -325,7 +325,6 @@ def run_project(row: dict, steps: int, sample_steps: int) -> dict:
   if row["kind"] == "train":
     import common  # pylint: disable=import-outside-toplevel  (the training stack: not loaded by the sampler rows)
   baseline = rss.current_mib()
-  config = model_config(row)
   batch = row["batch"]
   if row["kind"] == "train":
     job = common.load_job_config("bench", row["size"])
@@ -340,6 +339,7 @@ def run_project(row: dict, steps: int, sample_steps: int) -> dict:
     process_peak = rss.process_peak_mib()
     xla_flops = common.step_xla_flops(bench)  # after the peaks are read: it may compile once more
   else:
+    config = model_config(row)
     sample, state, count = project_sampler(config, row, sample_steps)
     cond, low, key = sampler_inputs(config, row)
     compiled = sample.lower(state, cond, low, key).compile()
