@@ -63,6 +63,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import AxisType, Mesh  # noqa: E402
 
+from piti_jax.models import target  # noqa: E402
 from piti_jax.train import memory_plan, partition  # noqa: E402
 
 # README table: (name, config, job, preset override, per-device batch), cheapest compile first
@@ -118,15 +119,10 @@ def configure(config, *, preset: str, dtype: str, remat: bool, global_batch: int
   return config
 
 
-def platform_label(platform: str | None) -> str:
-  """The platform a plan's forms are for, as its line names it: `platform`, or the compiling backend's."""
-  return platform or jax.default_backend()
-
-
 def plan_line(config, mesh: Mesh, hbm_gib: float, platform: str | None, **labels) -> dict:
   start = time.perf_counter()
   plan = memory_plan.plan_train_step(config, mesh, platform)
-  line = {**labels, "platform": platform_label(platform), "preset": config.model.preset,
+  line = {**labels, "platform": target.resolve(platform), "preset": config.model.preset,
           "dtype": config.model.dtype, "remat": bool(config.model.overrides.remat),
           "recompute_encoder": bool(config.model.overrides.recompute_encoder), **plan.as_dict(),
           "plan_s": round(time.perf_counter() - start, 1)}
@@ -160,6 +156,7 @@ def table(hbm_gib: float, out: str, platform: str | None) -> None:
   accelerators) and, from 64 devices on, over all of them.
   """
   done = compiles_done(out)
+  label = target.resolve(platform)  # the platform each line names
   for name, path, job, preset, per_device in TABLE_MODELS:
     base = load_config(f"{path}:{job}")
     for dtype, remat in TABLE_VARIANTS:
@@ -168,7 +165,7 @@ def table(hbm_gib: float, out: str, platform: str | None) -> None:
           return configure(base, preset=preset, dtype=dtype, remat=remat, global_batch=per_device * devices)
 
         compiled_mesh = f"data=1,fsdp={FSDP_GROUP}" if fsdp else f"data={COMPILED_DEVICES}"
-        if (name, dtype, remat, compiled_mesh, platform_label(platform)) in done:
+        if (name, dtype, remat, compiled_mesh, label) in done:
           continue
         start = time.perf_counter()
         compiled = memory_plan.plan_train_step(config_for(COMPILED_DEVICES), make_mesh(COMPILED_DEVICES, compiled_mesh),
@@ -181,7 +178,7 @@ def table(hbm_gib: float, out: str, platform: str | None) -> None:
             mesh = make_mesh(devices, f"data={devices // fsdp_size},fsdp={fsdp_size}")
             config = config_for(devices)
             plan = compiled if devices == COMPILED_DEVICES else memory_plan.rescale_plan(config, mesh, compiled)
-            line = {"model": name, "platform": platform_label(platform), "preset": config.model.preset, "dtype": dtype,
+            line = {"model": name, "platform": label, "preset": config.model.preset, "dtype": dtype,
                     "remat": remat, **plan.as_dict(), "compiled_on": compiled_mesh, "plan_s": compile_s,
                     "hbm_gib": hbm_gib, "fits": plan.fits(hbm_gib * memory_plan.GIB)}
             lines.append(json.dumps({k: v for k, v in line.items() if not k.endswith("_bytes")}))

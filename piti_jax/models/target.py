@@ -24,14 +24,19 @@ _planned: contextvars.ContextVar[str | None] = contextvars.ContextVar("planned_p
 
 def platform() -> str:
   """'cpu', 'gpu' or 'tpu': the platform of `planned_for` when inside it, else JAX's default backend."""
-  return _planned.get() or jax.default_backend()
+  return resolve(_planned.get())
+
+
+def resolve(name: str | None) -> str:
+  """The platform whose forms `planned_for(name)` traces: `name`, or JAX's default backend for None."""
+  return name or jax.default_backend()
 
 
 @contextlib.contextmanager
 def planned_for(name: str | None) -> Iterator[None]:
-  """Traces inside choose `name`'s forms; None changes nothing (the compiling backend's forms). JAX's trace
-  caches are emptied on entry and exit, since they do not know the planned platform and would otherwise
-  hand back functions traced for another one."""
+  """Traces inside choose `name`'s forms; None changes nothing (the compiling backend's forms). For a name,
+  JAX's trace caches are emptied on entry and exit, since they do not know the planned platform and would
+  otherwise hand back functions traced for another one."""
   if name is None:
     yield
     return
