@@ -263,11 +263,16 @@ def _numpy_attention(q, k, v):
   return np.einsum("bhts,bshd->bthd", weights / weights.sum(-1, keepdims=True), v)
 
 
-def test_qkv_attention_matches_softmax_reference():
+@pytest.mark.parametrize("keys", [9, 40])
+def test_qkv_attention_matches_softmax_reference(keys):
+  """40 keys: on a CPU the softmax's row maximum is taken in two stages (`max_over_last_axis`), the same value."""
   rng = np.random.default_rng(0)
   q = rng.standard_normal((2, 5, 3, 8)).astype(np.float32)
-  k = rng.standard_normal((2, 9, 3, 8)).astype(np.float32)
-  v = rng.standard_normal((2, 9, 3, 8)).astype(np.float32)
+  k = rng.standard_normal((2, keys, 3, 8)).astype(np.float32)
+  v = rng.standard_normal((2, keys, 3, 8)).astype(np.float32)
+  logits = jnp.asarray(rng.standard_normal((2, 3, 5, keys)) * 10, jnp.float32)
+  np.testing.assert_array_equal(np.asarray(jax.jit(layers.max_over_last_axis)(logits)),
+                                np.asarray(logits).max(-1, keepdims=True))
   expected = _numpy_attention(q.astype(np.float64), k.astype(np.float64), v.astype(np.float64))
   np.testing.assert_allclose(np.asarray(qkv_attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v))), expected,
                              rtol=1e-5, atol=1e-5)
@@ -343,15 +348,17 @@ def test_a_plan_for_a_tpu_traces_the_tpu_forms_on_a_cpu_and_then_the_cpu_forms_a
     conv = jax.make_jaxpr(lambda x, k: layers.conv2d(x, k, None, stride=2, padding=1, dtype=jnp.float32))(
         jnp.ones((1, 8, 8, 4)), jnp.ones((3, 3, 4, 4)))
     sums = jax.make_jaxpr(layers.sum_over_positions)(jnp.ones((1, layers.STAGED_SUM_MIN_POSITIONS, 4)))
+    maxima = jax.make_jaxpr(layers.max_over_last_axis)(jnp.ones((2, layers.STAGED_MAX_MIN_LENGTH)))
     mask = jax.make_jaxpr(lambda key: dropout.keep_mask(key, 0.9, (4, 8)))(jax.random.key(0))
     return (target.platform(), "custom_vjp" in str(conv), "optimization_barrier" in str(sums),
-            "random_bits" in str(mask), layers.attention_backward_chunks((8, 4096, 8, 64), 4096))
+            "optimization_barrier" in str(maxima), "random_bits" in str(mask),
+            layers.attention_backward_chunks((8, 4096, 8, 64), 4096))
 
   cpu = forms()
   with target.planned_for("tpu"):
     tpu = forms()
-  assert cpu[:4] == ("cpu", True, True, False) and cpu[4] > 1
-  assert tpu == ("tpu", False, False, True, 1)
+  assert cpu[:5] == ("cpu", True, True, True, False) and cpu[5] > 1
+  assert tpu == ("tpu", False, False, False, True, 1)
   assert forms() == cpu
   with pytest.raises(ValueError, match="planned platform"):
     with target.planned_for("h100"):
