@@ -36,8 +36,8 @@ NORM_EPS = 1e-5
 # maps one plain sum was faster).
 POSITION_SUM_STAGE = 16
 STAGED_SUM_MIN_POSITIONS = 1024
-# `max_over_last_axis`: partial maxima of the first stage (each over every KEY_MAX_STAGE-th entry, an axis that
-# is not the minor one, which XLA:CPU vectorises), and the fewest entries it stages.
+# `max_over_last_axis`: partial maxima of the first stage (each over every KEY_MAX_STAGE-th entry, along an axis
+# that is not the minor one, which XLA:CPU vectorises), and the fewest entries it stages.
 KEY_MAX_STAGE = 8
 STAGED_MAX_MIN_LENGTH = 32
 LEAKY_RELU_SLOPE = 0.2  # PITI's nn.LeakyReLU(0.2): the task encoder and the pix2pix critic
@@ -707,22 +707,26 @@ def _attention_forward(q, k, v):
 
 
 def max_over_last_axis(x: jax.Array) -> jax.Array:
-  """The maximum over the last axis, kept as a length-1 axis: x (..., S) -> (..., 1), exactly `x.max(-1, keepdims=True)`.
+  """The maximum over the last axis, kept as a length-1 axis: x (..., S) -> (..., 1), the value of `x.max(-1, keepdims=True)`.
 
-  On a CPU, S of STAGED_MAX_MIN_LENGTH or more (and a multiple of KEY_MAX_STAGE) is taken in two
-  stages: x viewed as (..., S / KEY_MAX_STAGE, KEY_MAX_STAGE) gives KEY_MAX_STAGE partial maxima over
-  its non-minor axis (the j-th over x[..., j::KEY_MAX_STAGE]), then their maximum. XLA:CPU takes
-  a maximum over a long minor axis (the attention softmax's row maximum over its keys) at a fraction
-  of its rate over a non-minor one (at bench_small's 32x32 attention, a (8, 2, 1024, 1280) float32
-  array: 24 ms against 4 ms); the barrier keeps XLA from merging the stages back into one reduction.
-  A maximum does not depend on the order it is taken in, so the value is the same; GPU and TPU
-  backends get `x.max(-1, keepdims=True)`.
+  On a CPU, S of STAGED_MAX_MIN_LENGTH or more is taken in two stages: its first S' = S - S % KEY_MAX_STAGE
+  entries viewed as (..., S' / KEY_MAX_STAGE, KEY_MAX_STAGE) give KEY_MAX_STAGE partial maxima over the
+  non-minor axis (the j-th over x[..., j:S':KEY_MAX_STAGE]), then the maximum of those and of the last
+  S % KEY_MAX_STAGE entries. XLA:CPU takes a maximum over a long minor axis (the attention softmax's row
+  maximum over its keys) at a fraction of its rate over a non-minor one (at bench_small's 32x32 attention,
+  a (8, 2, 1024, 1280) float32 array: 24 ms against 4 ms); the barrier keeps XLA from merging the stages
+  back into one reduction. A maximum does not depend on the order it is taken in, so the value is the
+  same; GPU and TPU backends get `x.max(-1, keepdims=True)`.
   """
   length = x.shape[-1]
-  if target.platform() != "cpu" or length < STAGED_MAX_MIN_LENGTH or length % KEY_MAX_STAGE:
+  if target.platform() != "cpu" or length < STAGED_MAX_MIN_LENGTH:
     return x.max(axis=-1, keepdims=True)
-  partial = x.reshape(*x.shape[:-1], length // KEY_MAX_STAGE, KEY_MAX_STAGE).max(axis=-2)
-  return jax.lax.optimization_barrier(partial).max(axis=-1, keepdims=True)
+  staged = length - length % KEY_MAX_STAGE
+  partial = x[..., :staged].reshape(*x.shape[:-1], staged // KEY_MAX_STAGE, KEY_MAX_STAGE).max(axis=-2)
+  maximum = jax.lax.optimization_barrier(partial).max(axis=-1, keepdims=True)
+  if staged < length:
+    maximum = jnp.maximum(maximum, x[..., staged:].max(axis=-1, keepdims=True))
+  return maximum
 
 
 # On a CPU the backward pass recomputes the weights for at most this many bytes of (B, heads, rows, S) at a time.
