@@ -148,6 +148,27 @@ def build_step(config: ml_collections.ConfigDict, mode: str | None = None, seed:
   return bench
 
 
+def steps_in_turns(config: ml_collections.ConfigDict, mode: str | None, builds: dict[str, StepBench], rounds: int,
+                   steps: int) -> dict[str, Any]:
+  """Times several builds of one job's train step (`mode` as given to `build_step`) in `rounds` rounds of
+  `steps` steps of each, the builds taking turns (in reverse order every other round), so they see the
+  same host load, which alternating processes do not. Returns one JSON-ready line: the job, and per
+  build f"{name}_step_ms", f"{name}_step_spread" and f"{name}_step_cpu_s" (median wall ms, its spread,
+  median CPU seconds of its steps)."""
+  costs = {name: [] for name in builds}
+  for turn in range(rounds):
+    for name in (list(builds) if turn % 2 == 0 else list(builds)[::-1]):
+      costs[name] += builds[name].run(steps)
+  summary = {"preset": config.model.preset, "mode": mode or config.train.trainable or "all",
+             "global_batch": config.train.global_batch_size, "device": jax.devices()[0].platform,
+             "rounds": rounds, "steps_per_round": steps}
+  for name, runs in costs.items():
+    summary[f"{name}_step_ms"] = median_ms([cost.wall_s for cost in runs])
+    summary[f"{name}_step_spread"] = spread([cost.wall_s for cost in runs])
+    summary[f"{name}_step_cpu_s"] = round(statistics.median(cost.cpu_s for cost in runs), 3)
+  return summary
+
+
 def forward_flops(trainer: Any, batch: dict[str, jax.Array]) -> float:
   """FLOPs of one forward pass of the diffusion model (encoder + decoder) on `batch`, from XLA."""
   template = trainer.template

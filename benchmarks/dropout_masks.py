@@ -20,7 +20,6 @@ which alternating processes do not). One JSON line: median step ms and CPU secon
 """
 
 import json
-import statistics
 
 import piti_jax  # noqa: F401  (sets the project's XLA:CPU flags before JAX starts)
 import jax
@@ -93,18 +92,7 @@ def train_steps(config, mode: str | None, rounds: int, steps: int) -> dict:
   hashes = {source: build.compiled.as_text().count(" xor(") for source, build in builds.items()}
   if hashes["keep_mask"] <= hashes["jax_random_bernoulli"]:
     raise RuntimeError(f"the two builds do not differ in their mask hash (xor ops: {hashes})")
-  costs = {source: [] for source in builds}
-  for turn in range(rounds):
-    for source in (list(builds) if turn % 2 == 0 else list(builds)[::-1]):
-      costs[source] += builds[source].run(steps)
-  line = {"preset": config.model.preset, "mode": mode or config.train.trainable or "all",
-          "global_batch": config.train.global_batch_size, "device": jax.devices()[0].platform,
-          "rounds": rounds, "steps_per_round": steps}
-  for source, runs in costs.items():
-    line[f"{source}_step_ms"] = common.median_ms([cost.wall_s for cost in runs])
-    line[f"{source}_step_spread"] = common.spread([cost.wall_s for cost in runs])
-    line[f"{source}_step_cpu_s"] = round(statistics.median(cost.cpu_s for cost in runs), 3)
-  return line
+  return common.steps_in_turns(config, mode, builds, rounds, steps)
 
 
 def main(argv):
