@@ -31,7 +31,6 @@ from piti_jax import huge_pages
 from piti_jax.models import layers
 
 import common
-import timing
 
 _REPEATS = flags.DEFINE_integer("repeats", 25, "Timed runs per program; the median is reported.")
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Job config whose train step to time instead.")
@@ -98,18 +97,10 @@ def main(argv):
     for form in FORMS:
       for program, call in shape_calls(q_shape, keys, form, np.random.default_rng(0)).items():
         calls[name, program, form] = call
-  results = {case: jax.block_until_ready(call()) for case, call in calls.items()}
-  times = timing.timed_in_turns(calls, _REPEATS.value)
+  lines = common.variants_in_turns(calls, _REPEATS.value)
   for name, q_shape, keys in SHAPES:
-    line = {"shape": name, "q": q_shape, "keys": keys, "device": jax.devices()[0].platform,
-            "repeats": _REPEATS.value, "malloc_huge_pages": huge_pages.active()}
-    for program in ("row_max", "attention_forward"):
-      line[f"{program}_bitwise_equal"] = bool(jnp.array_equal(*(results[name, program, form] for form in FORMS)))
-      for form in FORMS:
-        line[f"{program}_{form}_ms"] = common.median_ms(times[name, program, form])
-        line[f"{program}_{form}_spread"] = common.spread(times[name, program, form])
-    print(json.dumps(line))
-
+    print(json.dumps({"shape": name, "q": q_shape, "keys": keys, "device": jax.devices()[0].platform,
+                      "repeats": _REPEATS.value, "malloc_huge_pages": huge_pages.active(), **lines[name]}))
 
 if __name__ == "__main__":
   app.run(main)

@@ -25,6 +25,8 @@ from piti_jax.data.pipeline import batch_shapes
 from piti_jax.models import layers
 from piti_jax.train import loop, objectives, partition
 
+import timing
+
 # Benchmark modes -> config.train.trainable (stage1: encoder only; stage2/pretrain: everything).
 TRAINABLE = {"stage1": "encoder", "stage2": "", "pretrain": ""}
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -167,6 +169,25 @@ def steps_in_turns(config: ml_collections.ConfigDict, mode: str | None, builds: 
     summary[f"{name}_step_spread"] = spread([cost.wall_s for cost in runs])
     summary[f"{name}_step_cpu_s"] = round(statistics.median(cost.cpu_s for cost in runs), 3)
   return summary
+
+
+def variants_in_turns(calls: dict[tuple[str, str, str], Callable[[], Any]], repeats: int) -> dict[str, dict[str, Any]]:
+  """Times variants of programs: calls keyed (case, program, variant), all compiled by a first call and
+  then run `repeats` times taking turns (`timing.timed_in_turns`). Returns per case {f"{program}_bitwise_equal":
+  whether every variant's outputs equal the first variant's, leaf by leaf, bit for bit; f"{program}_{variant}_ms"
+  and f"{program}_{variant}_spread": the median ms of its runs and their spread}."""
+  outputs = {key: jax.tree.leaves(jax.block_until_ready(call())) for key, call in calls.items()}
+  times = timing.timed_in_turns(calls, repeats)
+  first = {}
+  lines = {}
+  for (case, program, variant), leaves in outputs.items():
+    line = lines.setdefault(case, {})
+    reference = first.setdefault((case, program), leaves)
+    equal = all(bool(jnp.array_equal(a, b)) for a, b in zip(reference, leaves))
+    line[f"{program}_bitwise_equal"] = line.get(f"{program}_bitwise_equal", True) and equal
+    line[f"{program}_{variant}_ms"] = median_ms(times[case, program, variant])
+    line[f"{program}_{variant}_spread"] = spread(times[case, program, variant])
+  return lines
 
 
 def forward_flops(trainer: Any, batch: dict[str, jax.Array]) -> float:

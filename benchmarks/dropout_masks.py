@@ -32,7 +32,6 @@ from ml_collections import config_flags
 from piti_jax.models import dropout, layers
 
 import common
-import timing
 
 _REPEATS = flags.DEFINE_integer("repeats", 25, "Timed runs per program; the median is reported.")
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Job config whose train step to time instead.")
@@ -103,19 +102,10 @@ def main(argv):
   programs = {"dropout": dropout_alone, "out_path_gradient": out_path_gradient}
   calls = {(name, program, source): build(shape, draw_mask, np.random.default_rng(0))
            for name, shape in MAPS for program, build in programs.items() for source, draw_mask in MASKS.items()}
-  results = {case: jax.block_until_ready(call()) for case, call in calls.items()}  # compile
-  times = timing.timed_in_turns(calls, _REPEATS.value)
+  lines = common.variants_in_turns(calls, _REPEATS.value)
   for name, shape in MAPS:
-    line = {"map": name, "shape": shape, "dropout": RATE, "device": jax.devices()[0].platform,
-            "repeats": _REPEATS.value}
-    for program in programs:
-      outputs = [jax.tree.leaves(results[name, program, source]) for source in MASKS]
-      line[f"{program}_bitwise_equal"] = all(bool(jnp.array_equal(a, b)) for a, b in zip(*outputs))
-      for source in MASKS:
-        line[f"{program}_{source}_ms"] = common.median_ms(times[name, program, source])
-        line[f"{program}_{source}_spread"] = common.spread(times[name, program, source])
-    print(json.dumps(line))
-
+    print(json.dumps({"map": name, "shape": shape, "dropout": RATE, "device": jax.devices()[0].platform,
+                      "repeats": _REPEATS.value, **lines[name]}))
 
 if __name__ == "__main__":
   app.run(main)
