@@ -45,8 +45,6 @@ SHAPES = [
     ("bench_tiny UNet 16x16, guided sampler batch 8", (8, 256, 2, 32), 512),
     ("bench_small task encoder transformer, B=8", (8, 257, 4, 64), 257),
 ]
-FORMS = ("one_reduction", "staged")
-_STAGED = layers.max_over_last_axis
 
 
 def one_reduction(x: jax.Array) -> jax.Array:
@@ -54,14 +52,7 @@ def one_reduction(x: jax.Array) -> jax.Array:
   return x.max(axis=-1, keepdims=True)
 
 
-def traced_with(form: str, build):
-  """build(), with `layers.max_over_last_axis` replaced by `one_reduction` for that form while it traces."""
-  layers.max_over_last_axis = one_reduction if form == "one_reduction" else _STAGED
-  jax.clear_caches()  # else a trace of the other form is reused
-  try:
-    return build()
-  finally:
-    layers.max_over_last_axis = _STAGED
+FORMS = {"one_reduction": one_reduction, "staged": layers.max_over_last_axis}
 
 
 def shape_calls(q_shape: tuple[int, ...], keys: int, form: str, rng: np.random.Generator) -> dict:
@@ -76,12 +67,16 @@ def shape_calls(q_shape: tuple[int, ...], keys: int, form: str, rng: np.random.G
     forward = jax.jit(layers.qkv_attention).lower(q, k, v).compile()
     return {"row_max": lambda: row_max(logits), "attention_forward": lambda: forward(q, k, v)}
 
-  return traced_with(form, build)
+  with common.traced_with(layers, "max_over_last_axis", FORMS[form]):
+    return build()
 
 
 def train_steps(config, mode: str | None, rounds: int, steps: int) -> dict:
   """Median step ms, spread and CPU seconds of the job's train step with each form, steps taking turns."""
-  builds = {form: traced_with(form, lambda: common.build_step(config, mode)) for form in FORMS}
+  builds = {}
+  for form, row_max in FORMS.items():
+    with common.traced_with(layers, "max_over_last_axis", row_max):
+      builds[form] = common.build_step(config, mode)
   return common.steps_in_turns(config, mode, builds, rounds, steps)
 
 

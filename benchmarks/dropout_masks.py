@@ -81,13 +81,8 @@ def out_path_gradient(shape: tuple[int, ...], draw_mask, rng: np.random.Generato
 def train_steps(config, mode: str | None, rounds: int, steps: int) -> dict:
   """Median step ms and CPU seconds of the job's train step with each mask source, steps taking turns."""
   builds = {"keep_mask": common.build_step(config, mode)}
-  project_keep_mask = dropout.keep_mask
-  dropout.keep_mask = MASKS["jax_random_bernoulli"]  # looked up when the step is traced
-  jax.clear_caches()  # else the second build reuses the first one's traces
-  try:
+  with common.traced_with(dropout, "keep_mask", MASKS["jax_random_bernoulli"]):
     builds["jax_random_bernoulli"] = common.build_step(config, mode)
-  finally:
-    dropout.keep_mask = project_keep_mask
   hashes = {source: build.compiled.as_text().count(" xor(") for source, build in builds.items()}
   if hashes["keep_mask"] <= hashes["jax_random_bernoulli"]:
     raise RuntimeError(f"the two builds do not differ in their mask hash (xor ops: {hashes})")
