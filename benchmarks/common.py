@@ -222,11 +222,12 @@ def step_xla_flops(bench: StepBench) -> float:
   """FLOPs XLA counts in one train step of `bench`, on all its devices.
 
   XLA's cost analysis counts a loop's body once. A step's loops are the rounds of JAX's Threefry
-  hash (random bits: a few integer operations per element, left as counted) and, on a CPU, the
-  attention backward over blocks of query rows (`layers.attention_backward_chunks`), whose body is
-  most of a large attention layer's backward FLOPs. When the step has those, the count is that of the
-  same step traced with the backward in one block (the same arithmetic, no loop), compiled for the
-  count only. JAX's caches are emptied around that tracing (the compiled step is kept).
+  hash (random bits: a few integer operations per element, left as counted) and, on a CPU, a large
+  attention layer's passes over groups of (batch, head) slices and blocks of query rows
+  (`layers.attention_slice_groups`, `layers.attention_backward_chunks`), whose bodies are most of that
+  layer's FLOPs. When the step has those, the count is that of the same step traced with the attention
+  in one block (the same arithmetic, no loop), compiled for the count only. JAX's caches are emptied
+  around that tracing (the compiled step is kept).
   """
   def lowered():
     jax.clear_caches()
@@ -234,7 +235,7 @@ def step_xla_flops(bench: StepBench) -> float:
       return bench.trainer.lower_step(bench.trainer.abstract_sharded_state(), bench.batch)
 
   loops = lowered().as_text().count("stablehlo.while")
-  with traced_with(layers, "ATTENTION_BACKWARD_CHUNK_BYTES", float("inf")):
+  with traced_with(layers, "ATTENTION_BLOCK_BYTES", float("inf")):
     in_one_block = lowered()
   if in_one_block.as_text().count("stablehlo.while") == loops:
     return accounting.compiled_flops(bench.compiled)

@@ -278,14 +278,19 @@ def test_qkv_attention_matches_softmax_reference(keys):
                              rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("chunk_bytes, chunks", [(None, 1), (2 * 2 * 1 * 5 * 4, 4)])
-def test_qkv_attention_gradients_match_float64_finite_differences(monkeypatch, chunk_bytes, chunks):
-  """Also with the backward pass in blocks of query rows (a CPU's large attention layers)."""
-  if chunk_bytes:
-    monkeypatch.setattr(layers, "ATTENTION_BACKWARD_CHUNK_BYTES", chunk_bytes)
+@pytest.mark.parametrize("block_bytes, groups, chunks", [(None, 1, 1), (2 * 4 * 5 * 4, 2, 2), (2 * 5 * 4, 4, 4)])
+def test_qkv_attention_and_its_gradients_match_float64(monkeypatch, block_bytes, groups, chunks):
+  """Also as a CPU takes large attention layers: the forward pass over its 2 x 2 (batch, head) slices in
+  groups one after the other (one slice per group when a slice's weights exceed the block size), the
+  backward pass over blocks of query rows."""
+  if block_bytes:
+    monkeypatch.setattr(layers, "ATTENTION_BLOCK_BYTES", block_bytes)
   rng = np.random.default_rng(1)
   inputs = [rng.standard_normal(shape) for shape in ((2, 4, 2, 4), (2, 5, 2, 4), (2, 5, 2, 4))]
+  assert layers.attention_slice_groups(inputs[0].shape, 5) == groups
   assert layers.attention_backward_chunks(inputs[0].shape, 5) == chunks
+  np.testing.assert_allclose(np.asarray(qkv_attention(*[jnp.asarray(x, jnp.float32) for x in inputs])),
+                             _numpy_attention(*inputs), rtol=1e-5, atol=1e-6)
   out_grad = rng.standard_normal((2, 4, 2, 4))
   loss = lambda q, k, v: (qkv_attention(q, k, v) * out_grad).sum()
   got = jax.grad(loss, argnums=(0, 1, 2))(*[jnp.asarray(x, jnp.float32) for x in inputs])
@@ -314,7 +319,7 @@ def test_attention_backward_keeps_no_weights_from_the_forward_pass(monkeypatch):
     return x.sum()
 
   def temporaries(blocks: int) -> int:
-    monkeypatch.setattr(layers, "ATTENTION_BACKWARD_CHUNK_BYTES", weights_bytes // blocks)
+    monkeypatch.setattr(layers, "ATTENTION_BLOCK_BYTES", weights_bytes // blocks)
     x = jax.ShapeDtypeStruct((1, tokens, 1, width), jnp.float32)
     keys = [jax.ShapeDtypeStruct((1, tokens, 1, width), jnp.float32)] * count
     return jax.jit(jax.grad(stack)).lower(x, keys).compile().memory_analysis().temp_size_in_bytes
@@ -328,7 +333,7 @@ def test_attention_backward_in_blocks_makes_its_key_scaling_and_sums_in_the_back
   """Ten layers whose keys and values the forward pass computes: each keeps about its q, k, v and output
   (4 arrays of their size) until its backward pass, not also its scaled keys and its blocks' zero sums."""
   count, tokens, width = 10, 256, 256
-  monkeypatch.setattr(layers, "ATTENTION_BACKWARD_CHUNK_BYTES", tokens * tokens * 4 // 8)
+  monkeypatch.setattr(layers, "ATTENTION_BLOCK_BYTES", tokens * tokens * 4 // 8)
 
   def stack(x, weights):
     for w in weights:
@@ -352,13 +357,14 @@ def test_a_plan_for_a_tpu_traces_the_tpu_forms_on_a_cpu_and_then_the_cpu_forms_a
     mask = jax.make_jaxpr(lambda key: dropout.keep_mask(key, 0.9, (4, 8)))(jax.random.key(0))
     return (target.platform(), "custom_vjp" in str(conv), "optimization_barrier" in str(sums),
             "optimization_barrier" in str(maxima), "random_bits" in str(mask),
+            layers.attention_slice_groups((8, 4096, 8, 64), 4096),
             layers.attention_backward_chunks((8, 4096, 8, 64), 4096))
 
   cpu = forms()
   with target.planned_for("tpu"):
     tpu = forms()
-  assert cpu[:5] == ("cpu", True, True, True, False) and cpu[5] > 1
-  assert tpu == ("tpu", False, False, False, True, 1)
+  assert cpu[:5] == ("cpu", True, True, True, False) and cpu[5] > 1 and cpu[6] > 1
+  assert tpu == ("tpu", False, False, False, True, 1, 1)
   assert forms() == cpu
   with pytest.raises(ValueError, match="planned platform"):
     with target.planned_for("h100"):

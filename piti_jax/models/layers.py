@@ -676,11 +676,22 @@ def _qk_scale(q: jax.Array) -> float:
   return 1.0 / math.sqrt(math.sqrt(q.shape[-1]))
 
 
-def _scaled_logits(q: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """(q * d^-1/4, k * d^-1/4, float32 logits (B, heads, T, S)) as the reference computes them."""
+# Einsum layouts of the token arrays in `_attention`: "bthd" as the layers hold them, (B, T, heads, d);
+# "bhtd", (B, heads, T, d), for groups of slices (`_by_slice_groups`). Weights are (B, heads, T, S) in both.
+TOKENS_AS_GIVEN, SLICES_MAJOR = "bthd", "bhtd"
+
+
+def _keys(layout: str) -> str:
+  """The einsum subscripts of keys and values (S for T) in the token layout `layout`."""
+  return layout.replace("t", "s")
+
+
+def _scaled_logits(q: jax.Array, k: jax.Array, layout: str) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(q * d^-1/4, k * d^-1/4, float32 logits (B, heads, T, S)) as the reference computes them; q, k in
+  the token layout `layout`."""
   scale = _qk_scale(q)
   q_scaled, k_scaled = q * scale, k * scale
-  return q_scaled, k_scaled, jnp.einsum("bthd,bshd->bhts", q_scaled, k_scaled).astype(jnp.float32)
+  return q_scaled, k_scaled, jnp.einsum(f"{layout},{_keys(layout)}->bhts", q_scaled, k_scaled).astype(jnp.float32)
 
 
 @jax.custom_vjp
@@ -691,19 +702,28 @@ def _attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
   the float32 (B, heads, T, S) weights of every attention layer until its backward pass (80 MiB
   per layer at bench_small's 32x32 level, batch 8); this keeps q, k, v, the output and the
   softmax's row maxima and sums, and the backward pass recomputes the weights from them (one
-  more q k^T product), as flash attention does; on a CPU a block of query rows at a time when
-  the whole (T, S) would take more than ATTENTION_BACKWARD_CHUNK_BYTES (`attention_backward_chunks`).
+  more q k^T product), as flash attention does. On a CPU, when the whole (B, heads, T, S) weights
+  would take more than ATTENTION_BLOCK_BYTES, the forward pass takes the (batch, head) slices a group
+  at a time (`attention_slice_groups`) and the backward pass blocks of query rows across all slices
+  (`attention_backward_chunks`).
   """
   return _attention_forward(q, k, v)[0]
 
 
 def _attention_forward(q, k, v):
-  _, _, logits = _scaled_logits(q, k)
+  groups = attention_slice_groups(q.shape, k.shape[1])
+  out, row_max, row_sum = _by_slice_groups(_attention_slices_forward, groups, (q, k, v), ("tokens", "stats", "stats"))
+  return out, (q, k, v, out, row_max, row_sum)
+
+
+def _attention_slices_forward(q, k, v, *, layout: str):
+  """(out in q's token layout `layout` and dtype, row maxima and row sums (B, heads, T, 1) float32) of some slices."""
+  _, _, logits = _scaled_logits(q, k, layout)
   row_max = jax.lax.stop_gradient(max_over_last_axis(logits))
   unnormalized = jnp.exp(logits - row_max)
   row_sum = unnormalized.sum(axis=-1, keepdims=True)
-  out = jnp.einsum("bhts,bshd->bthd", (unnormalized / row_sum).astype(q.dtype), v)
-  return out, (q, k, v, out, row_max, row_sum)
+  out = jnp.einsum(f"bhts,{_keys(layout)}->{layout}", (unnormalized / row_sum).astype(q.dtype), v)
+  return out, row_max, row_sum
 
 
 def max_over_last_axis(x: jax.Array) -> jax.Array:
@@ -729,8 +749,54 @@ def max_over_last_axis(x: jax.Array) -> jax.Array:
   return maximum
 
 
-# On a CPU the backward pass recomputes the weights for at most this many bytes of (B, heads, rows, S) at a time.
-ATTENTION_BACKWARD_CHUNK_BYTES = 16 * 2**20
+# On a CPU the attention's passes hold at most this many bytes of float32 (B, heads, T, S) weights at a time
+# (`attention_slice_groups`, `attention_backward_chunks`). At bench_small's 32x32 attention (5 MiB per
+# (batch, head) slice) the forward pass ran fastest with 1 or 2 slices at a time, slower with 4 or all 16.
+ATTENTION_BLOCK_BYTES = 16 * 2**20
+
+
+def attention_slice_groups(q_shape: tuple[int, ...], keys: int) -> int:
+  """Groups of (batch, head) slices `_attention` takes one after the other: 1 off a CPU and when the
+  whole float32 (B, heads, T, keys) weights fit ATTENTION_BLOCK_BYTES; else the fewest (a divisor of
+  B * heads) whose groups' weights fit it, or one slice per group. q_shape: (B, T, heads, d).
+
+  A group's weights then stay in the CPU's caches from the q k^T product through the softmax to the
+  product with v, where the whole array went out to memory and back at every pass. (The backward pass
+  in the same groups ran no faster in bench_small's step and planned 48 MiB more temporaries there,
+  its slices' layout copies, so it keeps its blocks of query rows: docs/performance.md section 32.)"""
+  batch, rows, heads, _ = q_shape
+  slices, slice_bytes = batch * heads, rows * keys * 4
+  if target.platform() != "cpu" or slices * slice_bytes <= ATTENTION_BLOCK_BYTES:
+    return 1
+  fitting = (groups for groups in range(2, slices + 1)
+             if slices % groups == 0 and slices // groups * slice_bytes <= ATTENTION_BLOCK_BYTES)
+  return next(fitting, slices)
+
+
+def _by_slice_groups(function: Callable[..., tuple[jax.Array, ...]], groups: int, tokens: tuple[jax.Array, ...],
+                     out_kinds: tuple[str, ...]) -> tuple[jax.Array, ...]:
+  """function applied to `groups` groups of (batch, head) slices one after the other, or once to the whole.
+
+  function takes the `tokens` arrays (B, L, heads, d) and the keyword `layout` naming their layout. It
+  gets them whole as given (TOKENS_AS_GIVEN) when `groups` is 1; else a group at a time with the
+  group's slices as the batch axis and one head, (slices, 1, L, d) (SLICES_MAJOR: a slice's rows
+  contiguous, so that XLA:CPU's products need no transposed copies of the weights). It returns arrays
+  of the kinds in `out_kinds`, "tokens" (in its input's layout) or "stats" ((B, heads, T, 1)), in the
+  same form; they are put back together for all B * heads slices.
+  """
+  if groups == 1:
+    return function(*tokens, layout=TOKENS_AS_GIVEN)
+  batch, _, heads, _ = tokens[0].shape
+
+  def slices(x):  # (B, L, heads, d) -> (groups, B * heads / groups, 1, L, d)
+    return jnp.moveaxis(x, 2, 1).reshape(groups, -1, 1, *x.shape[1:2], x.shape[3])
+
+  def whole(x, kind):  # (groups, B * heads / groups, 1, L, d or 1) -> (B, L, heads, d) or (B, heads, T, 1)
+    x = x.reshape(batch, heads, *x.shape[3:])
+    return x if kind == "stats" else jnp.moveaxis(x, 1, 2)
+
+  outs = jax.lax.map(lambda xs: function(*xs, layout=SLICES_MAJOR), tuple(slices(x) for x in tokens))
+  return tuple(whole(x, kind) for x, kind in zip(outs, out_kinds))
 
 
 def _attention_backward(residuals, out_grad):
@@ -763,11 +829,11 @@ def _attention_backward(residuals, out_grad):
 def attention_backward_chunks(q_shape: tuple[int, ...], keys: int) -> int:
   """Blocks of query rows the backward pass of `_attention` takes one at a time: 1 off a CPU;
   on a CPU the fewest (a power of two dividing T) whose float32 (B, heads, T / blocks, keys)
-  weights fit ATTENTION_BACKWARD_CHUNK_BYTES. q_shape: (B, T, heads, d)."""
+  weights fit ATTENTION_BLOCK_BYTES. q_shape: (B, T, heads, d)."""
   batch, rows, heads, _ = q_shape
   chunks = 1
   if target.platform() == "cpu":
-    while batch * heads * (rows // chunks) * keys * 4 > ATTENTION_BACKWARD_CHUNK_BYTES and rows % (2 * chunks) == 0:
+    while batch * heads * (rows // chunks) * keys * 4 > ATTENTION_BLOCK_BYTES and rows % (2 * chunks) == 0:
       chunks *= 2
   return chunks
 
@@ -777,7 +843,7 @@ def _attention_rows_backward(k, v, q, out, out_grad, row_max, row_sum):
   of k's and v's gradients). q, out, out_grad: (B, T', heads, d); row_max, row_sum: (B, heads,
   T', 1) float32; k, v: (B, S, heads, d). The weights are recomputed from q and k after out_grad
   exists."""
-  q_scaled, k_scaled, logits = _scaled_logits(_after(out_grad, q), k)
+  q_scaled, k_scaled, logits = _scaled_logits(_after(out_grad, q), k, TOKENS_AS_GIVEN)
   weights = jnp.exp(logits - row_max) / row_sum  # float32 (B, heads, T', S), as in the forward pass
   v_grad = jnp.einsum("bhts,bthd->bshd", weights.astype(v.dtype), out_grad)
   weights_grad = jnp.einsum("bthd,bshd->bhts", out_grad, v).astype(jnp.float32)
