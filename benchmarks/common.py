@@ -23,7 +23,6 @@ from absl import app
 
 from piti_jax import accounting
 from piti_jax.data.pipeline import batch_shapes
-from piti_jax.models import layers
 from piti_jax.train import loop, objectives, partition
 
 import timing
@@ -201,7 +200,8 @@ def forward_flops(trainer: Any, batch: dict[str, jax.Array]) -> float:
 
   images = batch["image"]
   t = jnp.zeros(images.shape[:1], jnp.float32)
-  lowered = jax.jit(forward).lower(template.abstract_params(), images, t, cond, batch.get("low_res"))
+  with accounting.attention_in_one_block():
+    lowered = jax.jit(forward).lower(template.abstract_params(), images, t, cond, batch.get("low_res"))
   analysis = lowered.cost_analysis()
   return float(analysis.get("flops", float("nan")))
 
@@ -235,7 +235,7 @@ def step_xla_flops(bench: StepBench) -> float:
       return bench.trainer.lower_step(bench.trainer.abstract_sharded_state(), bench.batch)
 
   loops = lowered().as_text().count("stablehlo.while")
-  with traced_with(layers, "ATTENTION_BLOCK_BYTES", float("inf")):
+  with accounting.attention_in_one_block():
     in_one_block = lowered()
   if in_one_block.as_text().count("stablehlo.while") == loops:
     return accounting.compiled_flops(bench.compiled)

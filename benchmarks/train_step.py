@@ -9,8 +9,8 @@ without --modes the config's own trainable set is used. Batches are random array
 data config's shapes, so no dataset is needed.
 
 FLOP accounting on every line: `model_gflops_per_image` is 3 x the forward pass (the usual
-training convention), `xla_gflops_per_image` what XLA counts in the compiled step (the attention
-backward's loop at every block: `common.step_xla_flops`); achieved rates use the median step
+training convention), `xla_gflops_per_image` what XLA counts in the compiled step (a CPU attention
+layer's loops at every block: `common.step_xla_flops`); achieved rates use the median step
 time. On a CPU `peak_fraction` is the XLA FLOP rate over this machine's float32 matmul peak as
 the same JAX measures it (a 2048^2 matmul, timed right before); on a GPU/TPU `mfu` is the model
 FLOP rate over the devices' bfloat16 peak.

@@ -298,6 +298,7 @@ def _forward_flops(config, batch: int, *, encoder_only: bool) -> float:
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from flax import nnx  # pylint: disable=import-outside-toplevel
 
+  from piti_jax import accounting  # pylint: disable=import-outside-toplevel
   from piti_jax.models import presets  # pylint: disable=import-outside-toplevel
 
   graphdef, state = nnx.split(presets.abstract_model(config))
@@ -312,7 +313,8 @@ def _forward_flops(config, batch: int, *, encoder_only: bool) -> float:
       return model.encode(cond)
     return model(x, jnp.zeros((batch,)), cond, low_res=low_res)
 
-  return float(jax.jit(forward).lower(state, x, cond, low).cost_analysis()["flops"])
+  with accounting.attention_in_one_block():
+    return float(jax.jit(forward).lower(state, x, cond, low).cost_analysis()["flops"])
 
 
 def run_project(row: dict, steps: int, sample_steps: int) -> dict:

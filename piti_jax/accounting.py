@@ -1,9 +1,11 @@
 """FLOP and memory accounting of compiled programs, and the peaks they are compared with.
 
 - `compiled_flops(compiled)`: FLOPs XLA counts in a compiled program (its cost analysis), summed
-  over the devices it runs on. XLA counts a loop body once, so a sampler's `fori_loop` and a CPU
-  train step's attention backward in blocks are undercounted; the benchmarks correct for both
-  (benchmarks/vs_pytorch.py's sampler rows, benchmarks/common.py `step_xla_flops`).
+  over the devices it runs on. XLA counts a loop body once, so a sampler's `fori_loop` and a CPU's
+  large attention layers (their passes over groups of slices and blocks of rows) are undercounted;
+  the benchmarks correct for both (benchmarks/vs_pytorch.py's sampler rows; `attention_in_one_block`
+  around what they trace for a count).
+- `attention_in_one_block()`: a context in which the attention layers trace without those loops.
 - `memory_breakdown(compiled)`: per-device bytes of arguments, outputs, temporaries and
   donated (aliased) buffers, from the compiled program's memory analysis.
 - `measured_matmul_peak()`: FLOP/s of a large float32 matmul as JAX runs it on the default
@@ -12,11 +14,15 @@
   or an unknown device), the denominator of MFU.
 """
 
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from piti_jax.models import layers
 
 # Dense (no sparsity) bfloat16 peak FLOP/s per device, from the vendors' data sheets.
 BF16_PEAKS = {
@@ -50,6 +56,23 @@ def compiled_flops(compiled: Any) -> float:
   shardings = jax.tree.leaves(compiled.input_shardings)
   devices = max((len(sharding.device_set) for sharding in shardings), default=1)
   return devices * float((analysis or {}).get("flops", float("nan")))
+
+
+@contextlib.contextmanager
+def attention_in_one_block() -> Iterator[None]:
+  """Inside, `layers.qkv_attention` traces each pass as one program without loops, on a CPU too
+  (`layers.ATTENTION_BLOCK_BYTES` unbounded): the same arithmetic, which XLA's cost analysis, counting a
+  loop's body once, then counts in full. For FLOP counts only: such a program holds every layer's
+  whole (B, heads, T, S) weights at once. JAX's caches are emptied on entry and exit, so that no trace
+  made with the other setting is reused."""
+  saved = layers.ATTENTION_BLOCK_BYTES
+  jax.clear_caches()
+  layers.ATTENTION_BLOCK_BYTES = float("inf")
+  try:
+    yield
+  finally:
+    layers.ATTENTION_BLOCK_BYTES = saved
+    jax.clear_caches()
 
 
 def memory_breakdown(compiled: Any) -> dict[str, int]:

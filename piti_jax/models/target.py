@@ -3,8 +3,9 @@
 Some layers choose a form by platform when they are traced, for speed on that platform with the
 same values: a CPU's convolution gradients (`layers.conv2d`), sums over positions in two stages
 (`layers.sum_over_positions`), the softmax's row maximum in two stages (`layers.max_over_last_axis`),
-the attention backward in blocks of query rows
-(`layers.attention_backward_chunks`) and hashed dropout masks (`dropout`). The ahead-of-time memory
+the attention forward pass over groups of (batch, head) slices and its backward pass in blocks of
+query rows (`layers.attention_slice_groups`, `layers.attention_backward_chunks`) and hashed dropout
+masks (`dropout`). The ahead-of-time memory
 planner compiles on fake CPU devices for a GPU or TPU pod, so it traces under `planned_for("tpu")`
 to compile the forms the pod runs, not a CPU's.
 
