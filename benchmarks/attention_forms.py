@@ -52,6 +52,7 @@ SHAPES = [
     ("bench_small UNet 16x16, B=8", (8, 256, 3, 64), 512),
     ("bench_tiny UNet 16x16, guided sampler batch 8", (8, 256, 2, 32), 512),
     ("bench_small task encoder transformer, B=8", (8, 257, 4, 64), 257),
+    ("demo upsampler 16x16 attention, evaluation batch 64", (64, 256, 2, 32), 272),
 ]
 
 

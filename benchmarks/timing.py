@@ -19,9 +19,10 @@ def timed(fn: Callable[[], Any], repeats: int) -> list[float]:
 
 def timed_in_turns(calls: dict[Any, Callable[[], Any]], repeats: int) -> dict[Any, list[float]]:
   """Wall seconds of `repeats` runs of each (already compiled) call, the calls taking turns run by run,
-  so they all see the same host load."""
+  so they all see the same host load, in reverse order every other run, so that each call follows a
+  given neighbour as often as it precedes it (a call right after a large program ran up to 20% slower)."""
   times = {key: [] for key in calls}
-  for _ in range(repeats):
-    for key, call in calls.items():
-      times[key] += timed(call, 1)
+  for run in range(repeats):
+    for key in (list(calls) if run % 2 == 0 else list(calls)[::-1]):
+      times[key] += timed(calls[key], 1)
   return times
