@@ -14,7 +14,8 @@ Each change swaps one of `layers`' forms back to what it replaced (`common.trace
   other as the project runs it ("slice_groups"). Programs per shape: the attention forward pass, and
   its gradients with respect to q, k and v (the forward pass and the backward pass, which is the same
   in both forms).
-Per attention shape of the bench models (q (B, T, heads, d) against S keys), every program in both forms
+Per attention shape (the bench models', and the demo upsampler's at its evaluation batch; q (B, T, heads, d)
+against S keys), every program in both forms
 takes turns, in a process restarted with glibc's huge-page malloc as the project's entry points run
 (piti_jax/huge_pages.py). One JSON line per shape: median ms of --repeats runs per program and form,
 their spreads, and whether the two forms' outputs are bitwise equal. Runs on the default JAX device
