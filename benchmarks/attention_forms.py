@@ -5,7 +5,7 @@
   python benchmarks/attention_forms.py --change=slice_groups --config=configs/bench.py:small \
       --config.train.global_batch_size=8 --mode=stage2
 
-Each change swaps one of `layers`' forms back to what it replaced (`common.traced_with`):
+Each change swaps one of `layers`' forms back to what it replaced (`target.traced_with`):
 - row_max (docs/performance.md section 31): the softmax's row maximum as XLA's one reduction
   ("one_reduction") against `layers.max_over_last_axis`'s two stages ("staged"). Programs per shape:
   the row maximum of random float32 logits (B, heads, T, S) alone, and the attention forward pass.
@@ -36,7 +36,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from piti_jax import huge_pages
-from piti_jax.models import layers
+from piti_jax.models import layers, target
 
 import common
 
@@ -100,7 +100,7 @@ def train_steps(change: str, config, mode: str | None, rounds: int, steps: int) 
   name, forms = CHANGES[change]
   builds = {}
   for form, value in forms.items():
-    with common.traced_with(layers, name, value):
+    with target.traced_with(layers, name, value):
       builds[form] = common.build_step(config, mode)
   return common.steps_in_turns(config, mode, builds, rounds, steps)
 
@@ -117,7 +117,7 @@ def main(argv):
   calls = {}
   for shape, q_shape, keys in SHAPES:
     for form, value in forms.items():
-      with common.traced_with(layers, name, value):
+      with target.traced_with(layers, name, value):
         for program, call in shape_calls(change, q_shape, keys, np.random.default_rng(0)).items():
           calls[shape, program, form] = call
   lines = common.variants_in_turns(calls, _REPEATS.value)

@@ -4,7 +4,6 @@ A benchmarked train step is built exactly as the train loop builds it (`loop.Tra
 with random batches of the data config's shapes, so no dataset is needed.
 """
 
-import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -12,8 +11,7 @@ import os
 import resource
 import statistics
 import time
-from typing import Any, Callable, Iterator
-from unittest import mock
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -153,14 +151,13 @@ def build_step(config: ml_collections.ConfigDict, mode: str | None = None, seed:
 def steps_in_turns(config: ml_collections.ConfigDict, mode: str | None, builds: dict[str, StepBench], rounds: int,
                    steps: int) -> dict[str, Any]:
   """Times several builds of one job's train step (`mode` as given to `build_step`) in `rounds` rounds of
-  `steps` steps of each, the builds taking turns (in reverse order every other round), so they see the
-  same host load, which alternating processes do not. Returns one JSON-ready line: the job, and per
+  `steps` steps of each, the builds taking turns (`timing.in_turns`), so they see the same host load,
+  which alternating processes do not. Returns one JSON-ready line: the job, and per
   build f"{name}_step_ms", f"{name}_step_spread" and f"{name}_step_cpu_s" (median wall ms, its spread,
   median CPU seconds of its steps)."""
   costs = {name: [] for name in builds}
-  for turn in range(rounds):
-    for name in (list(builds) if turn % 2 == 0 else list(builds)[::-1]):
-      costs[name] += builds[name].run(steps)
+  for name in timing.in_turns(builds, rounds):
+    costs[name] += builds[name].run(steps)
   summary = {"preset": config.model.preset, "mode": mode or config.train.trainable or "all",
              "global_batch": config.train.global_batch_size, "device": jax.devices()[0].platform,
              "rounds": rounds, "steps_per_round": steps}
@@ -204,18 +201,6 @@ def forward_flops(trainer: Any, batch: dict[str, jax.Array]) -> float:
     lowered = jax.jit(forward).lower(template.abstract_params(), images, t, cond, batch.get("low_res"))
   analysis = lowered.cost_analysis()
   return float(analysis.get("flops", float("nan")))
-
-
-@contextlib.contextmanager
-def traced_with(owner: Any, name: str, value: Any) -> Iterator[None]:
-  """Inside, `owner.name` is `value` (a form swapped in for a comparison; code traced inside looks it up then).
-  JAX's caches are emptied on entry and exit, so that neither form reuses a trace of the other."""
-  jax.clear_caches()
-  try:
-    with mock.patch.object(owner, name, value):
-      yield
-  finally:
-    jax.clear_caches()
 
 
 def step_xla_flops(bench: StepBench) -> float:

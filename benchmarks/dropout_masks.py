@@ -29,7 +29,7 @@ from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
-from piti_jax.models import dropout, layers
+from piti_jax.models import dropout, layers, target
 
 import common
 
@@ -81,7 +81,7 @@ def out_path_gradient(shape: tuple[int, ...], draw_mask, rng: np.random.Generato
 def train_steps(config, mode: str | None, rounds: int, steps: int) -> dict:
   """Median step ms and CPU seconds of the job's train step with each mask source, steps taking turns."""
   builds = {"keep_mask": common.build_step(config, mode)}
-  with common.traced_with(dropout, "keep_mask", MASKS["jax_random_bernoulli"]):
+  with target.traced_with(dropout, "keep_mask", MASKS["jax_random_bernoulli"]):
     builds["jax_random_bernoulli"] = common.build_step(config, mode)
   hashes = {source: build.compiled.as_text().count(" xor(") for source, build in builds.items()}
   if hashes["keep_mask"] <= hashes["jax_random_bernoulli"]:

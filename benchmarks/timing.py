@@ -2,6 +2,7 @@
 (the sampler rows of vs_pytorch.py) does not load the training stack with `common`."""
 
 import time
+from collections.abc import Iterable, Iterator
 from typing import Any, Callable
 
 import jax
@@ -17,12 +18,18 @@ def timed(fn: Callable[[], Any], repeats: int) -> list[float]:
   return times
 
 
+def in_turns(keys: Iterable[Any], rounds: int) -> Iterator[Any]:
+  """The keys `rounds` times over, in their order and then reversed, round after round: things timed in
+  this order see the same host load, and each follows a given neighbour as often as it precedes it (a
+  call right after a large program ran up to 20% slower)."""
+  keys = list(keys)
+  for turn in range(rounds):
+    yield from (keys if turn % 2 == 0 else keys[::-1])
+
+
 def timed_in_turns(calls: dict[Any, Callable[[], Any]], repeats: int) -> dict[Any, list[float]]:
-  """Wall seconds of `repeats` runs of each (already compiled) call, the calls taking turns run by run,
-  so they all see the same host load, in reverse order every other run, so that each call follows a
-  given neighbour as often as it precedes it (a call right after a large program ran up to 20% slower)."""
+  """Wall seconds of `repeats` runs of each (already compiled) call, the calls taking turns (`in_turns`)."""
   times = {key: [] for key in calls}
-  for run in range(repeats):
-    for key in (list(calls) if run % 2 == 0 else list(calls)[::-1]):
-      times[key] += timed(calls[key], 1)
+  for key in in_turns(calls, repeats):
+    times[key] += timed(calls[key], 1)
   return times

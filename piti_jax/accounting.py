@@ -22,7 +22,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from piti_jax.models import layers
+from piti_jax.models import layers, target
 
 # Dense (no sparsity) bfloat16 peak FLOP/s per device, from the vendors' data sheets.
 BF16_PEAKS = {
@@ -64,15 +64,9 @@ def attention_in_one_block() -> Iterator[None]:
   (`layers.ATTENTION_BLOCK_BYTES` unbounded): the same arithmetic, which XLA's cost analysis, counting a
   loop's body once, then counts in full. For FLOP counts only: such a program holds every layer's
   whole (B, heads, T, S) weights at once. JAX's caches are emptied on entry and exit, so that no trace
-  made with the other setting is reused."""
-  saved = layers.ATTENTION_BLOCK_BYTES
-  jax.clear_caches()
-  layers.ATTENTION_BLOCK_BYTES = float("inf")
-  try:
+  made with the other setting is reused (`target.traced_with`)."""
+  with target.traced_with(layers, "ATTENTION_BLOCK_BYTES", float("inf")):
     yield
-  finally:
-    layers.ATTENTION_BLOCK_BYTES = saved
-    jax.clear_caches()
 
 
 def memory_breakdown(compiled: Any) -> dict[str, int]:

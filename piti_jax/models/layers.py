@@ -677,7 +677,7 @@ def _qk_scale(q: jax.Array) -> float:
 
 
 # Einsum layouts of the token arrays in `_attention`: "bthd" as the layers hold them, (B, T, heads, d);
-# "bhtd", (B, heads, T, d), for groups of slices (`_by_slice_groups`). Weights are (B, heads, T, S) in both.
+# "bhtd", (B, heads, T, d), for groups of slices (`_forward_in_slice_groups`). Weights are (B, heads, T, S) in both.
 TOKENS_AS_GIVEN, SLICES_MAJOR = "bthd", "bhtd"
 
 
@@ -712,7 +712,10 @@ def _attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
 
 def _attention_forward(q, k, v):
   groups = attention_slice_groups(q.shape, k.shape[1])
-  out, row_max, row_sum = _by_slice_groups(_attention_slices_forward, groups, (q, k, v), ("tokens", "stats", "stats"))
+  if groups == 1:
+    out, row_max, row_sum = _attention_slices_forward(q, k, v, layout=TOKENS_AS_GIVEN)
+  else:
+    out, row_max, row_sum = _forward_in_slice_groups(q, k, v, groups)
   return out, (q, k, v, out, row_max, row_sum)
 
 
@@ -773,30 +776,24 @@ def attention_slice_groups(q_shape: tuple[int, ...], keys: int) -> int:
   return next(fitting, slices)
 
 
-def _by_slice_groups(function: Callable[..., tuple[jax.Array, ...]], groups: int, tokens: tuple[jax.Array, ...],
-                     out_kinds: tuple[str, ...]) -> tuple[jax.Array, ...]:
-  """function applied to `groups` groups of (batch, head) slices one after the other, or once to the whole.
+def _forward_in_slice_groups(q, k, v, groups: int):
+  """`_attention_slices_forward` over `groups` groups of (batch, head) slices one after the other.
 
-  function takes the `tokens` arrays (B, L, heads, d) and the keyword `layout` naming their layout. It
-  gets them whole as given (TOKENS_AS_GIVEN) when `groups` is 1; else a group at a time with the
-  group's slices as the batch axis and one head, (slices, 1, L, d) (SLICES_MAJOR: a slice's rows
-  contiguous, so that XLA:CPU's products need no transposed copies of the weights). It returns arrays
-  of the kinds in `out_kinds`, "tokens" (in its input's layout) or "stats" ((B, heads, T, 1)), in the
-  same form; they are put back together for all B * heads slices.
-  """
-  if groups == 1:
-    return function(*tokens, layout=TOKENS_AS_GIVEN)
-  batch, _, heads, _ = tokens[0].shape
+  Inside a group the slices are the batch axis with one head, token arrays (slices, 1, L, d)
+  (SLICES_MAJOR: a slice's rows contiguous, so that XLA:CPU's products need no transposed copies of
+  the weights). Returns what `_attention_slices_forward` returns for the whole: out (B, T, heads, d),
+  row maxima and sums (B, heads, T, 1)."""
+  batch, _, heads, _ = q.shape
 
   def slices(x):  # (B, L, heads, d) -> (groups, B * heads / groups, 1, L, d)
     return jnp.moveaxis(x, 2, 1).reshape(groups, -1, 1, *x.shape[1:2], x.shape[3])
 
-  def whole(x, kind):  # (groups, B * heads / groups, 1, L, d or 1) -> (B, L, heads, d) or (B, heads, T, 1)
-    x = x.reshape(batch, heads, *x.shape[3:])
-    return x if kind == "stats" else jnp.moveaxis(x, 1, 2)
+  def whole(x):  # (groups, B * heads / groups, 1, ...) -> (B, heads, ...)
+    return x.reshape(batch, heads, *x.shape[3:])
 
-  outs = jax.lax.map(lambda xs: function(*xs, layout=SLICES_MAJOR), tuple(slices(x) for x in tokens))
-  return tuple(whole(x, kind) for x, kind in zip(outs, out_kinds))
+  out, row_max, row_sum = jax.lax.map(lambda qkv: _attention_slices_forward(*qkv, layout=SLICES_MAJOR),
+                                      (slices(q), slices(k), slices(v)))
+  return jnp.moveaxis(whole(out), 1, 2), whole(row_max), whole(row_sum)
 
 
 def _attention_backward(residuals, out_grad):

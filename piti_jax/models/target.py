@@ -12,11 +12,15 @@ to compile the forms the pod runs, not a CPU's.
 Two choices follow the compiling backend instead and read `jax.default_backend()` directly: whether
 the compiler keeps optimisation barriers (`layers._barriers_kept`: XLA:CPU drops them, so a CPU
 compile needs the data ties whatever it plans for) and cuDNN's fused attention (only XLA:GPU lowers it).
+
+`traced_with(owner, name, value)` swaps one module attribute for the traces made inside (a form a
+benchmark compares, or `accounting.attention_in_one_block`'s loop-free attention for FLOP counts).
 """
 
 import contextlib
 import contextvars
 from collections.abc import Iterator
+from typing import Any
 
 import jax
 
@@ -50,4 +54,19 @@ def planned_for(name: str | None) -> Iterator[None]:
     yield
   finally:
     _planned.reset(token)
+    jax.clear_caches()
+
+
+@contextlib.contextmanager
+def traced_with(owner: Any, name: str, value: Any) -> Iterator[None]:
+  """Inside, `owner.name` is `value` (code traced inside looks it up then), and it is restored on exit.
+  JAX's trace caches are emptied on entry and exit, as for `planned_for`, so that no trace made with
+  the other value is handed back."""
+  saved = getattr(owner, name)
+  jax.clear_caches()
+  setattr(owner, name, value)
+  try:
+    yield
+  finally:
+    setattr(owner, name, saved)
     jax.clear_caches()
