@@ -18,10 +18,12 @@ Every row runs in fresh child processes, alternating reference, project, referen
 (2 by default) with 2 compute threads (torch.set_num_threads; XLA sizes its pool from the
 same CPU set). The project's runs use glibc's huge-page malloc as its entry points do
 (piti_jax/huge_pages.py); the reference runs as its own code starts, unless
---reference-huge-pages gives it the same setting. A row prints one JSON line: median step
+--reference-huge-pages gives it the same setting. A row prints one JSON line: the run's settings
+(timed train steps or sampler steps, repeats, the project's commit and the UTC date), median step
 time and images/s of each side, the speed-up (project images/s over the reference's), the
 spread of the repeats, peak RSS of each side's process and their ratio, whether each side
 ran with huge pages, and the FLOP accounting of the project's program.
+`benchmarks/vs_pytorch_summary.py` sums the rows of several runs up (the README's table).
 
 Rows (sizes are the bench_tiny / bench_small presets, configs/bench.py):
 - train_<size>_<stage>: one optimizer step of the reference's TrainLoop.run_step (AdamW,
@@ -50,6 +52,7 @@ import json
 import os
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -390,6 +393,15 @@ def _side_summary(runs: list[dict], batch: int, prefix: str) -> dict:
           f"{prefix}_malloc_huge_pages": all(r["malloc_huge_pages"] for r in runs)}
 
 
+def _project_commit() -> str | None:
+  """The project checkout's short commit, with "-dirty" when it has uncommitted changes; None outside git."""
+  try:
+    return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, check=True,
+                          cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return None
+
+
 def compare(row_name: str, args: argparse.Namespace) -> dict:
   row = ROWS[row_name]
   spec = dict(row_spec(row), recompute_encoder=args.recompute_encoder)
@@ -400,6 +412,9 @@ def compare(row_name: str, args: argparse.Namespace) -> dict:
   batch = row["batch"]
   out = {"row": row_name, "kind": row["kind"], "preset": f"bench_{row['size']}", "batch": batch,
          "mode": row.get("mode"), "project_recompute_encoder": args.recompute_encoder,
+         "steps": args.steps if row["kind"] == "train" else None,
+         "sample_steps": args.sample_steps if row["kind"] == "sample" else None, "repeats": args.repeats,
+         "commit": _project_commit(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
          **_side_summary(reference, batch, "reference"),
          **_side_summary(project, batch, "project")}
   out["speedup"] = round(out["reference_step_ms"] / out["project_step_ms"], 3)
