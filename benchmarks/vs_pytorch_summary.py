@@ -3,8 +3,8 @@
   python benchmarks/vs_pytorch_summary.py benchmarks/results/vs_pytorch_tiny_repeats3_2026-12-07.jsonl ...
   python benchmarks/vs_pytorch_summary.py --markdown FILE ...
 
-FILEs are vs_pytorch.py outputs (JSON lines), given oldest first. Lines of the same row (and, where the
-line records it, the same sampler step count) are one group. Per group, one JSON line: how many runs, the
+FILEs are vs_pytorch.py outputs (JSON lines), given oldest first. Lines of the same row (and the same
+sampler step count; --sample-steps N gives it to sampler lines that do not record it) are one group. Per group, one JSON line: how many runs, the
 latest run's file, speed-up (project images/s over the reference's) and step peak RSS ratio (project over
 reference), the range of both over the runs, and in how many runs each goal of the performance issue held:
 speed-up >= 1.0 for train rows and >= 3.0 for the guided base sampler (no goal for the upsampler), peak RSS
@@ -19,25 +19,27 @@ SPEEDUP_GOALS = {"train": 1.0, "sample": 3.0}  # by the line's "kind"; "upsample
 RSS_RATIO_GOAL = 0.7
 
 
-def group_key(line: dict) -> str:
-  """The row name, with `model.overrides.recompute_encoder` and the sampler step count when the line has them."""
+def group_key(line: dict, sample_steps: int | None) -> str:
+  """The row name, with `model.overrides.recompute_encoder` and a sampler row's step count (the line's, or
+  `sample_steps` for lines that do not record it)."""
   key = line["row"]
   if line.get("project_recompute_encoder"):
     key += " (recompute_encoder)"
-  if line.get("sample_steps") is not None:
-    key += f", {line['sample_steps']} steps"
+  steps = line.get("sample_steps") if line.get("sample_steps") is not None else sample_steps
+  if line["kind"] == "sample" and steps is not None:
+    key += f", {steps} steps"
   return key
 
 
-def summarize(paths: list[str]) -> list[dict]:
-  """One dict per group, in the order the groups first appear."""
+def summarize(paths: list[str], sample_steps: int | None = None) -> list[dict]:
+  """One dict per group, in the order the groups first appear; `sample_steps` as in `group_key`."""
   groups: dict[str, list[tuple[str, dict]]] = {}
   for path in paths:
     with open(path) as f:
       for text in f:
         if text.strip():
           line = json.loads(text)
-          groups.setdefault(group_key(line), []).append((os.path.basename(path), line))
+          groups.setdefault(group_key(line, sample_steps), []).append((os.path.basename(path), line))
   summaries = []
   for key, runs in groups.items():
     speedups = [line["speedup"] for _, line in runs]
@@ -70,8 +72,10 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("files", nargs="+", help="vs_pytorch.py output files, oldest first")
   parser.add_argument("--markdown", action="store_true", help="print a markdown table instead of JSON lines")
+  parser.add_argument("--sample-steps", type=int,
+                      help="sampler steps of the sample_* lines that do not record theirs (runs before 2026-12-08)")
   args = parser.parse_args()
-  summaries = summarize(args.files)
+  summaries = summarize(args.files, args.sample_steps)
   if args.markdown:
     print(markdown(summaries))
   else:

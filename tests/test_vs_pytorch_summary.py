@@ -23,6 +23,10 @@ def test_summary_groups_rows_across_runs_and_counts_the_goals(tmp_path):
   summaries = {s["row"]: s for s in map(json.loads, out.splitlines())}
   assert list(summaries) == ["train_tiny_stage2", "sample_tiny", "upsample_tiny",
                              "train_tiny_stage2 (recompute_encoder)", "sample_tiny, 100 steps"]
+  merged = subprocess.run([sys.executable, str(SCRIPT), "--sample-steps", "100", str(first), str(second)],
+                          capture_output=True, text=True, check=True).stdout
+  sampler = [s for s in map(json.loads, merged.splitlines()) if s["row"].startswith("sample_tiny")]
+  assert [(s["row"], s["runs"], s["speedup_range"]) for s in sampler] == [("sample_tiny, 100 steps", 2, [2.9, 3.1])]
   stage2 = summaries["train_tiny_stage2"]
   assert (stage2["runs"], stage2["latest_file"], stage2["latest_speedup"]) == (2, "second.jsonl", 1.07)
   assert stage2["speedup_range"] == [0.98, 1.07] and stage2["rss_ratio_range"] == [0.69, 1.06]
