@@ -21,6 +21,7 @@ from absl import app
 
 from piti_jax import accounting
 from piti_jax.data.pipeline import batch_shapes
+from piti_jax.models import layers
 from piti_jax.train import loop, objectives, partition
 
 import timing
@@ -90,6 +91,7 @@ class StepBench:
   batch: dict[str, jax.Array]
   compiled: Any
   compile_s: float
+  while_loops: int  # `stablehlo.while` ops in the lowered step (see `step_xla_flops`)
   last_metrics: dict[str, jax.Array] | None = None  # the metrics of the last step `run` ran
 
   def run(self, steps: int) -> list[StepCost]:
@@ -133,6 +135,7 @@ def build_step(config: ml_collections.ConfigDict, mode: str | None = None, seed:
     on_stage("lowered")
     compiled = lowered.compile()
     compile_s = time.perf_counter() - start
+    while_loops = lowered.as_text().count("stablehlo.while")
     del lowered
     on_stage("compiled")
     if clear_caches:
@@ -142,7 +145,7 @@ def build_step(config: ml_collections.ConfigDict, mode: str | None = None, seed:
     if clear_caches:
       jax.clear_caches()
     on_stage("state")
-    bench = StepBench(config, mesh, trainer, state, batch, compiled, compile_s)
+    bench = StepBench(config, mesh, trainer, state, batch, compiled, compile_s, while_loops)
   if warm_up:
     bench.run(1)
   return bench
@@ -197,7 +200,7 @@ def forward_flops(trainer: Any, batch: dict[str, jax.Array]) -> float:
 
   images = batch["image"]
   t = jnp.zeros(images.shape[:1], jnp.float32)
-  with accounting.attention_in_one_block():
+  with layers.attention_in_one_block():
     lowered = jax.jit(forward).lower(template.abstract_params(), images, t, cond, batch.get("low_res"))
   analysis = lowered.cost_analysis()
   return float(analysis.get("flops", float("nan")))
@@ -211,18 +214,13 @@ def step_xla_flops(bench: StepBench) -> float:
   attention layer's passes over groups of (batch, head) slices and blocks of query rows
   (`layers.attention_slice_groups`, `layers.attention_backward_chunks`), whose bodies are most of that
   layer's FLOPs. When the step has those, the count is that of the same step traced with the attention
-  in one block (the same arithmetic, no loop), compiled for the count only. JAX's caches are emptied
-  around that tracing (the compiled step is kept).
+  in one block (the same arithmetic, no loop), compiled for the count only; whether it has them is
+  told by the loops of that tracing against `bench.while_loops`, counted when the step was lowered.
+  JAX's caches are emptied around that tracing (the compiled step is kept).
   """
-  def lowered():
-    jax.clear_caches()
-    with jax.set_mesh(bench.mesh):
-      return bench.trainer.lower_step(bench.trainer.abstract_sharded_state(), bench.batch)
-
-  loops = lowered().as_text().count("stablehlo.while")
-  with accounting.attention_in_one_block():
-    in_one_block = lowered()
-  if in_one_block.as_text().count("stablehlo.while") == loops:
+  with jax.set_mesh(bench.mesh), layers.attention_in_one_block():
+    in_one_block = bench.trainer.lower_step(bench.trainer.abstract_sharded_state(), bench.batch)
+  if in_one_block.as_text().count("stablehlo.while") == bench.while_loops:
     return accounting.compiled_flops(bench.compiled)
   return accounting.compiled_flops(in_one_block.compile(accounting.ANALYSIS_ONLY_COMPILER_OPTIONS))
 

@@ -301,8 +301,7 @@ def _forward_flops(config, batch: int, *, encoder_only: bool) -> float:
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   from flax import nnx  # pylint: disable=import-outside-toplevel
 
-  from piti_jax import accounting  # pylint: disable=import-outside-toplevel
-  from piti_jax.models import presets  # pylint: disable=import-outside-toplevel
+  from piti_jax.models import layers, presets  # pylint: disable=import-outside-toplevel
 
   graphdef, state = nnx.split(presets.abstract_model(config))
   size = config.image_size
@@ -316,7 +315,7 @@ def _forward_flops(config, batch: int, *, encoder_only: bool) -> float:
       return model.encode(cond)
     return model(x, jnp.zeros((batch,)), cond, low_res=low_res)
 
-  with accounting.attention_in_one_block():
+  with layers.attention_in_one_block():
     return float(jax.jit(forward).lower(state, x, cond, low).cost_analysis()["flops"])
 
 

@@ -3,9 +3,8 @@
 - `compiled_flops(compiled)`: FLOPs XLA counts in a compiled program (its cost analysis), summed
   over the devices it runs on. XLA counts a loop body once, so a sampler's `fori_loop` and a CPU's
   large attention layers (their passes over groups of slices and blocks of rows) are undercounted;
-  the benchmarks correct for both (benchmarks/vs_pytorch.py's sampler rows; `attention_in_one_block`
-  around what they trace for a count).
-- `attention_in_one_block()`: a context in which the attention layers trace without those loops.
+  the benchmarks correct for both (benchmarks/vs_pytorch.py's sampler rows; the attention layers'
+  `piti_jax.models.layers.attention_in_one_block()` around what they trace for a count).
 - `memory_breakdown(compiled)`: per-device bytes of arguments, outputs, temporaries and
   donated (aliased) buffers, from the compiled program's memory analysis.
 - `measured_matmul_peak()`: FLOP/s of a large float32 matmul as JAX runs it on the default
@@ -14,15 +13,11 @@
   or an unknown device), the denominator of MFU.
 """
 
-import contextlib
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-
-from piti_jax.models import layers, target
 
 # Dense (no sparsity) bfloat16 peak FLOP/s per device, from the vendors' data sheets.
 BF16_PEAKS = {
@@ -56,17 +51,6 @@ def compiled_flops(compiled: Any) -> float:
   shardings = jax.tree.leaves(compiled.input_shardings)
   devices = max((len(sharding.device_set) for sharding in shardings), default=1)
   return devices * float((analysis or {}).get("flops", float("nan")))
-
-
-@contextlib.contextmanager
-def attention_in_one_block() -> Iterator[None]:
-  """Inside, `layers.qkv_attention` traces each pass as one program without loops, on a CPU too
-  (`layers.ATTENTION_BLOCK_BYTES` unbounded): the same arithmetic, which XLA's cost analysis, counting a
-  loop's body once, then counts in full. For FLOP counts only: such a program holds every layer's
-  whole (B, heads, T, S) weights at once. JAX's caches are emptied on entry and exit, so that no trace
-  made with the other setting is reused (`target.traced_with`)."""
-  with target.traced_with(layers, "ATTENTION_BLOCK_BYTES", float("inf")):
-    yield
 
 
 def memory_breakdown(compiled: Any) -> dict[str, int]:

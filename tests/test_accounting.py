@@ -36,7 +36,7 @@ def test_attention_in_one_block_counts_a_cpu_attention_whose_passes_loop_in_full
   monkeypatch.setattr(layers, "ATTENTION_BLOCK_BYTES", 2 * 5 * 4)
   jax.clear_caches()
   blocked = counted()
-  with accounting.attention_in_one_block():
+  with layers.attention_in_one_block():
     in_one_block = counted()
   assert unblocked[1] == 0 and blocked[1] == 2 and blocked[0] < unblocked[0]
   assert in_one_block == unblocked

@@ -16,10 +16,12 @@ Conventions (all modules in `piti_jax.models`):
   (norm gains) and `embedding` (token embedding table).
 """
 
+import contextlib
 import dataclasses
 import functools
 import math
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -756,6 +758,17 @@ def max_over_last_axis(x: jax.Array) -> jax.Array:
 # (`attention_slice_groups`, `attention_backward_chunks`). At bench_small's 32x32 attention (5 MiB per
 # (batch, head) slice) the forward pass ran fastest with 1 or 2 slices at a time, slower with 4 or all 16.
 ATTENTION_BLOCK_BYTES = 16 * 2**20
+
+
+@contextlib.contextmanager
+def attention_in_one_block() -> Iterator[None]:
+  """Inside, `qkv_attention` traces each pass as one program without loops, on a CPU too
+  (ATTENTION_BLOCK_BYTES unbounded): the same arithmetic, which XLA's cost analysis, counting a loop's
+  body once, then counts in full. For FLOP counts only (the benchmarks' `accounting.compiled_flops`): such a program holds
+  every layer's whole (B, heads, T, S) weights at once. JAX's caches are emptied on entry and exit, so
+  that no trace made with the other setting is reused (`target.traced_with`)."""
+  with target.traced_with(sys.modules[__name__], "ATTENTION_BLOCK_BYTES", float("inf")):
+    yield
 
 
 def attention_slice_groups(q_shape: tuple[int, ...], keys: int) -> int:

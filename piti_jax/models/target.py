@@ -14,7 +14,7 @@ the compiler keeps optimisation barriers (`layers._barriers_kept`: XLA:CPU drops
 compile needs the data ties whatever it plans for) and cuDNN's fused attention (only XLA:GPU lowers it).
 
 `traced_with(owner, name, value)` swaps one module attribute for the traces made inside (a form a
-benchmark compares, or `accounting.attention_in_one_block`'s loop-free attention for FLOP counts).
+benchmark compares, or `layers.attention_in_one_block`'s loop-free attention for FLOP counts).
 """
 
 import contextlib
