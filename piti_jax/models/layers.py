@@ -764,9 +764,9 @@ ATTENTION_BLOCK_BYTES = 16 * 2**20
 def attention_in_one_block() -> Iterator[None]:
   """Inside, `qkv_attention` traces each pass as one program without loops, on a CPU too
   (ATTENTION_BLOCK_BYTES unbounded): the same arithmetic, which XLA's cost analysis, counting a loop's
-  body once, then counts in full. For FLOP counts only (the benchmarks' `accounting.compiled_flops`): such a program holds
-  every layer's whole (B, heads, T, S) weights at once. JAX's caches are emptied on entry and exit, so
-  that no trace made with the other setting is reused (`target.traced_with`)."""
+  body once, then counts in full. For the benchmarks' FLOP counts only: such a program holds every
+  layer's whole (B, heads, T, S) weights at once. JAX's caches are emptied on entry and exit, so that
+  no trace made with the other setting is reused (`target.traced_with`)."""
   with target.traced_with(sys.modules[__name__], "ATTENTION_BLOCK_BYTES", float("inf")):
     yield
 
