@@ -67,9 +67,8 @@ def pytorch_rows(x: jax.Array, kernel: jax.Array, cotangent: jax.Array, stride: 
   """PyTorch's kernel gradient (and with forward_and_input its forward pass and input gradient) of the
   layer x (B, H, W, C) * kernel (k, k, C, O) -> cotangent's shape (B, H', W', O): median ms of --repeats
   calls, and the kernel gradient's max relative difference from `xla_kernel_grad` (k, k, C, O), XLA's."""
-  import torch  # the `convert` extra; only with --pytorch
+  import torch  # the `convert` extra; only with --pytorch (its threads set in `main`)
 
-  torch.set_num_threads(len(os.sched_getaffinity(0)))
   nchw = lambda a: torch.from_numpy(np.ascontiguousarray(np.asarray(a).transpose(0, 3, 1, 2)))
   t_x, t_g = nchw(x), nchw(cotangent)
   t_kernel = torch.from_numpy(np.ascontiguousarray(np.asarray(kernel).transpose(3, 2, 0, 1)))
@@ -134,6 +133,10 @@ def stride1_rows(rng: np.random.Generator):
 
 def main(argv) -> None:
   del argv
+  if _PYTORCH.value:
+    import torch  # pylint: disable=import-outside-toplevel
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
   rng = np.random.default_rng(0)
   tables = {"input": strided_rows, "kernel": stride1_rows}
   for name in _GRADIENTS.value:
