@@ -48,13 +48,12 @@ def planned_for(name: str | None) -> Iterator[None]:
     return
   if name not in PLATFORMS:
     raise ValueError(f"planned platform must be one of {PLATFORMS}, got {name!r}")
-  jax.clear_caches()
-  token = _planned.set(name)
-  try:
-    yield
-  finally:
-    _planned.reset(token)
-    jax.clear_caches()
+  with _fresh_traces():
+    token = _planned.set(name)
+    try:
+      yield
+    finally:
+      _planned.reset(token)
 
 
 @contextlib.contextmanager
@@ -63,10 +62,20 @@ def traced_with(owner: Any, name: str, value: Any) -> Iterator[None]:
   JAX's trace caches are emptied on entry and exit, as for `planned_for`, so that no trace made with
   the other value is handed back."""
   saved = getattr(owner, name)
+  with _fresh_traces():
+    setattr(owner, name, value)
+    try:
+      yield
+    finally:
+      setattr(owner, name, saved)
+
+
+@contextlib.contextmanager
+def _fresh_traces() -> Iterator[None]:
+  """JAX's caches of traced, lowered and compiled functions emptied on entry and on exit: a setting that
+  traced code reads changes inside, and JAX's caches do not know it."""
   jax.clear_caches()
-  setattr(owner, name, value)
   try:
     yield
   finally:
-    setattr(owner, name, saved)
     jax.clear_caches()
